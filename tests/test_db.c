@@ -1,0 +1,501 @@
+/* test_db.c - the engine through its public header: reads, writes, iterators, bad input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/db.h"
+#include "engine/env.h"
+#include "engine/log_writer.h"
+#include "engine/version.h"
+#include "tests/support/env_nosync.h"
+#include "tests/support/testutil.h"
+
+typedef struct fixture {
+    char *dir;
+    st_db *db;
+    st_options opts;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    f->dir = st_test_mkdtemp("test_db");
+    st_options_init(&f->opts);
+    f->opts.sync = ST_SYNC_NONE;
+    f->opts.env = st_env_nosync();
+    f->opts.paranoid_checks = true;
+    assert_int_equal(st_db_open(f->dir, &f->opts, &f->db), ST_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    st_db_close(f->db);
+    st_test_rmdir(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static void reopen(fixture *f)
+{
+    st_db_close(f->db);
+    f->db = NULL;
+    st_status s = st_db_open(f->dir, &f->opts, &f->db);
+    if (s)
+        fprintf(stderr, "reopen: %s\n", st_errmsg());
+    assert_int_equal(s, ST_OK);
+}
+
+static st_slice S(const char *s)
+{
+    return st_slice_str(s);
+}
+
+/* Assert key has value want (NULL: absent). */
+static void expect(st_db *db, const st_snapshot *snap, st_slice key, const char *want)
+{
+    uint8_t *v = NULL;
+    size_t n = 0;
+    st_status s = st_db_get(db, snap, key, &v, &n, NULL);
+    if (!want) {
+        assert_int_equal(s, ST_NOT_FOUND);
+        return;
+    }
+    if (s)
+        fprintf(stderr, "get: %s\n", st_errmsg());
+    assert_int_equal(s, ST_OK);
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(v, want, n);
+    st_free(v);
+}
+
+static void test_put_get_delete(void **state)
+{
+    fixture *f = *state;
+    uint64_t s1, s2, s3;
+    assert_int_equal(st_db_put(f->db, S("a"), S("1"), &s1), ST_OK);
+    assert_int_equal(st_db_put(f->db, S("b"), S("2"), &s2), ST_OK);
+    assert_true(s2 == s1 + 1);
+    expect(f->db, NULL, S("a"), "1");
+    expect(f->db, NULL, S("b"), "2");
+    expect(f->db, NULL, S("c"), NULL);
+    assert_int_equal(st_db_put(f->db, S("a"), S("one"), NULL), ST_OK);
+    expect(f->db, NULL, S("a"), "one");
+    assert_int_equal(st_db_delete(f->db, S("a"), &s3), ST_OK);
+    assert_true(s3 > s2);
+    expect(f->db, NULL, S("a"), NULL);
+    /* An empty value is a value, not an absence. */
+    assert_int_equal(st_db_put(f->db, S("e"), st_slice_make(NULL, 0), NULL), ST_OK);
+    expect(f->db, NULL, S("e"), "");
+    reopen(f);
+    expect(f->db, NULL, S("a"), NULL);
+    expect(f->db, NULL, S("b"), "2");
+    expect(f->db, NULL, S("e"), "");
+    uint64_t s4;
+    assert_int_equal(st_db_put(f->db, S("z"), S("26"), &s4), ST_OK);
+    assert_true(s4 > s3);
+}
+
+static void test_binary_keys(void **state)
+{
+    fixture *f = *state;
+    const uint8_t k1[] = {0, 0, 0}, k2[] = {0xff, 0, 0xff}, k3[] = {0};
+    const uint8_t v1[] = {0, 1, 2, 0}, v2[] = {0xff, 0xff};
+    assert_int_equal(st_db_put(f->db, st_slice_make(k1, 3), st_slice_make(v1, 4), NULL), ST_OK);
+    assert_int_equal(st_db_put(f->db, st_slice_make(k2, 3), st_slice_make(v2, 2), NULL), ST_OK);
+    assert_int_equal(st_db_put(f->db, st_slice_make(k3, 1), st_slice_make(v2, 1), NULL), ST_OK);
+    for (int round = 0; round < 2; round++) {
+        uint8_t *v;
+        size_t n;
+        assert_int_equal(st_db_get(f->db, NULL, st_slice_make(k1, 3), &v, &n, NULL), ST_OK);
+        assert_int_equal(n, 4);
+        assert_memory_equal(v, v1, 4);
+        st_free(v);
+        assert_int_equal(st_db_get(f->db, NULL, st_slice_make(k2, 3), &v, &n, NULL), ST_OK);
+        assert_int_equal(n, 2);
+        assert_memory_equal(v, v2, 2);
+        st_free(v);
+        /* k3 = "\0" is a prefix of k1 and a different key. */
+        assert_int_equal(st_db_get(f->db, NULL, st_slice_make(k3, 1), &v, &n, NULL), ST_OK);
+        assert_int_equal(n, 1);
+        st_free(v);
+        st_iter *it;
+        assert_int_equal(st_db_iter(f->db, NULL, S(""), S(""), &it), ST_OK);
+        st_iter_first(it);
+        assert_true(st_iter_valid(it));
+        assert_int_equal(st_iter_key(it).len, 1); /* "\0" < "\0\0\0" < "\xff..." */
+        st_iter_next(it);
+        assert_int_equal(st_iter_key(it).len, 3);
+        assert_memory_equal(st_iter_key(it).data, k1, 3);
+        st_iter_next(it);
+        assert_memory_equal(st_iter_key(it).data, k2, 3);
+        st_iter_next(it);
+        assert_false(st_iter_valid(it));
+        st_iter_destroy(it);
+        assert_int_equal(st_db_flush(f->db), ST_OK);
+    }
+}
+
+static void test_batch(void **state)
+{
+    fixture *f = *state;
+    st_batch *b;
+    assert_int_equal(st_batch_create(&b), ST_OK);
+    assert_int_equal(st_batch_put(b, S("x"), S("1")), ST_OK);
+    assert_int_equal(st_batch_put(b, S("y"), S("2")), ST_OK);
+    assert_int_equal(st_batch_delete(b, S("x")), ST_OK);
+    assert_int_equal(st_batch_put(b, S("z"), S("3")), ST_OK);
+    assert_int_equal(st_batch_count(b), 4);
+    assert_int_equal(st_batch_put(b, S(""), S("bad")), ST_INVALID_ARGUMENT);
+    assert_int_equal(st_batch_count(b), 4);
+    uint64_t before, seq;
+    st_db_log_state(f->db, &before, NULL, NULL);
+    assert_int_equal(st_db_write(f->db, b, &seq), ST_OK);
+    assert_true(seq == before + 4);
+    expect(f->db, NULL, S("x"), NULL); /* the later delete in the batch wins */
+    expect(f->db, NULL, S("y"), "2");
+    expect(f->db, NULL, S("z"), "3");
+    st_batch_clear(b);
+    assert_int_equal(st_batch_count(b), 0);
+    uint64_t seq2;
+    assert_int_equal(st_db_write(f->db, b, &seq2), ST_OK);
+    assert_true(seq2 == seq);
+    st_batch_destroy(b);
+    reopen(f);
+    expect(f->db, NULL, S("x"), NULL);
+    expect(f->db, NULL, S("z"), "3");
+}
+
+static void test_bad_input(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(st_db_put(f->db, S(""), S("v"), NULL), ST_INVALID_ARGUMENT);
+    assert_non_null(strstr(st_errmsg(), "empty key"));
+    size_t big = f->opts.max_key_bytes + 1;
+    char *k = malloc(big);
+    memset(k, 'k', big);
+    assert_int_equal(st_db_put(f->db, st_slice_make(k, big), S("v"), NULL), ST_INVALID_ARGUMENT);
+    assert_non_null(strstr(st_errmsg(), "max_key_bytes"));
+    assert_int_equal(st_db_put(f->db, st_slice_make(k, big - 1), S("v"), NULL), ST_OK);
+    free(k);
+    size_t vbig = f->opts.max_value_bytes + 1;
+    char *v = calloc(1, vbig);
+    assert_int_equal(st_db_put(f->db, S("k"), st_slice_make(v, vbig), NULL), ST_INVALID_ARGUMENT);
+    assert_non_null(strstr(st_errmsg(), "max_value_bytes"));
+    st_batch *b;
+    st_batch_create(&b);
+    st_batch_put(b, S("ok"), S("1"));
+    st_batch_put(b, S("k"), st_slice_make(v, vbig));
+    assert_int_equal(st_db_write(f->db, b, NULL), ST_INVALID_ARGUMENT);
+    expect(f->db, NULL, S("ok"), NULL); /* nothing of a refused batch is applied */
+    st_batch_destroy(b);
+    free(v);
+
+    /* A second open of the same directory is refused while the first holds it. */
+    st_db *other = NULL;
+    assert_int_equal(st_db_open(f->dir, &f->opts, &other), ST_BUSY);
+    assert_non_null(strstr(st_errmsg(), "LOCK"));
+    assert_null(other);
+}
+
+static void test_not_a_database(void **state)
+{
+    (void)state;
+    char *dir = st_test_mkdtemp("notdb");
+    char *p = st_test_path(dir, "photo.jpg");
+    FILE *fp = fopen(p, "w");
+    fputs("not a database", fp);
+    fclose(fp);
+    st_options o;
+    st_options_init(&o);
+    st_db *db = NULL;
+    assert_int_equal(st_db_open(dir, &o, &db), ST_INVALID_ARGUMENT);
+    assert_non_null(strstr(st_errmsg(), "not a strata database"));
+    assert_null(db);
+    free(p);
+    st_test_rmdir(dir);
+    free(dir);
+
+    /* create_if_missing off on an empty directory. */
+    dir = st_test_mkdtemp("nodb");
+    o.create_if_missing = false;
+    assert_int_not_equal(st_db_open(dir, &o, &db), ST_OK);
+    st_test_rmdir(dir);
+    free(dir);
+}
+
+static void test_unknown_format_version(void **state)
+{
+    fixture *f = *state;
+    st_db_close(f->db);
+    f->db = NULL;
+    /* Write a MANIFEST claiming format version 99 and point CURRENT at it. */
+    st_env *env = st_env_posix();
+    char *mpath = st_test_path(f->dir, "MANIFEST-999999");
+    char *cpath = st_test_path(f->dir, "CURRENT");
+    st_version_edit e;
+    st_edit_init(&e);
+    e.has_format = true;
+    e.format = 99;
+    st_buf rec;
+    st_buf_init(&rec);
+    assert_int_equal(st_edit_encode(&e, &rec), ST_OK);
+    st_file *file;
+    assert_int_equal(env->open_writable(env, mpath, false, &file), ST_OK);
+    st_log_writer *w;
+    assert_int_equal(st_log_writer_create(env, file, 0, &w), ST_OK);
+    assert_int_equal(st_log_writer_add(w, rec.data, rec.len), ST_OK);
+    st_log_writer_destroy(w);
+    const char cur[] = "MANIFEST-999999\n";
+    assert_int_equal(st_env_write_file_atomic(env, f->dir, cpath, cur, strlen(cur)), ST_OK);
+    assert_int_equal(st_db_open(f->dir, &f->opts, &f->db), ST_NOT_SUPPORTED);
+    assert_non_null(strstr(st_errmsg(), "format version 99"));
+    /* A CURRENT that names garbage is corruption, not a crash. */
+    const char junk[] = "\xff\x00junk\n";
+    assert_int_equal(st_env_write_file_atomic(env, f->dir, cpath, junk, sizeof(junk) - 1), ST_OK);
+    assert_int_equal(st_db_open(f->dir, &f->opts, &f->db), ST_CORRUPTION);
+    assert_non_null(strstr(st_errmsg(), "CURRENT"));
+    assert_null(f->db);
+    st_buf_free(&rec);
+    st_edit_free(&e);
+    free(mpath);
+    free(cpath);
+}
+
+/* Collect the iterator's keys, forward or backward, into a string "a,b,c". */
+static void keys_of(st_iter *it, bool reverse, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (reverse ? st_iter_last(it) : st_iter_first(it); st_iter_valid(it);
+         reverse ? st_iter_prev(it) : st_iter_next(it)) {
+        st_slice k = st_iter_key(it);
+        size_t n = strlen(out);
+        snprintf(out + n, cap - n, "%s%.*s", n ? "," : "", (int)k.len, (const char *)k.data);
+    }
+    assert_int_equal(st_iter_status(it), ST_OK);
+}
+
+static void test_iterators(void **state)
+{
+    fixture *f = *state;
+    const char *keys[] = {"a", "b", "c", "d", "e", "f"};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(st_db_put(f->db, S(keys[i]), S(keys[i]), NULL), ST_OK);
+    st_db_delete(f->db, S("c"), NULL);
+    st_snapshot *snap;
+    assert_int_equal(st_db_snapshot(f->db, &snap), ST_OK);
+    /* Changes after the snapshot must not show through it. */
+    st_db_put(f->db, S("c"), S("C"), NULL);
+    st_db_delete(f->db, S("e"), NULL);
+    st_db_put(f->db, S("g"), S("g"), NULL);
+
+    for (int round = 0; round < 3; round++) {
+        char got[128];
+        st_iter *it;
+        assert_int_equal(st_db_iter(f->db, snap, S(""), S(""), &it), ST_OK);
+        keys_of(it, false, got, sizeof(got));
+        assert_string_equal(got, "a,b,d,e,f");
+        keys_of(it, true, got, sizeof(got));
+        assert_string_equal(got, "f,e,d,b,a");
+        st_iter_destroy(it);
+
+        assert_int_equal(st_db_iter(f->db, NULL, S("b"), S("f"), &it), ST_OK);
+        keys_of(it, false, got, sizeof(got));
+        assert_string_equal(got, "b,c,d");
+        keys_of(it, true, got, sizeof(got));
+        assert_string_equal(got, "d,c,b");
+        /* Seeks respect the bounds. */
+        st_iter_seek(it, S("a"));
+        assert_true(st_iter_valid(it));
+        assert_true(st_slice_eq(st_iter_key(it), S("b")));
+        st_iter_seek(it, S("cc"));
+        assert_true(st_slice_eq(st_iter_key(it), S("d")));
+        st_iter_seek_prev(it, S("cc"));
+        assert_true(st_slice_eq(st_iter_key(it), S("c")));
+        assert_true(st_slice_eq(st_iter_value(it), S("C")));
+        st_iter_seek_prev(it, S("zz"));
+        assert_true(st_slice_eq(st_iter_key(it), S("d")));
+        /* Direction changes in the middle. */
+        st_iter_seek(it, S("c"));
+        st_iter_next(it);
+        assert_true(st_slice_eq(st_iter_key(it), S("d")));
+        st_iter_prev(it);
+        assert_true(st_slice_eq(st_iter_key(it), S("c")));
+        st_iter_prev(it);
+        assert_true(st_slice_eq(st_iter_key(it), S("b")));
+        st_iter_next(it);
+        assert_true(st_slice_eq(st_iter_key(it), S("c")));
+        st_iter_prev(it);
+        st_iter_prev(it);
+        assert_false(st_iter_valid(it));
+        st_iter_destroy(it);
+
+        /* Empty ranges. */
+        assert_int_equal(st_db_iter(f->db, NULL, S("x"), S("y"), &it), ST_OK);
+        keys_of(it, false, got, sizeof(got));
+        assert_string_equal(got, "");
+        keys_of(it, true, got, sizeof(got));
+        assert_string_equal(got, "");
+        st_iter_destroy(it);
+
+        if (round == 0)
+            assert_int_equal(st_db_flush(f->db), ST_OK);
+        else
+            assert_int_equal(st_db_compact_range(f->db, S(""), S("")), ST_OK);
+    }
+    st_db_release_snapshot(f->db, snap);
+}
+
+static void test_flush_compact_levels(void **state)
+{
+    fixture *f = *state;
+    st_db_close(f->db);
+    f->opts.memtable_bytes = 64 * 1024;
+    f->opts.table_bytes = 32 * 1024;
+    f->opts.level1_bytes = 128 * 1024;
+    assert_int_equal(st_db_open(f->dir, &f->opts, &f->db), ST_OK);
+    char key[32], val[128];
+    const int n = 20000;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < n; i++) {
+            int k = (i * 7919) % n;
+            snprintf(key, sizeof(key), "key%08d", k);
+            snprintf(val, sizeof(val), "value-%d-%d-%0100d", k, round, 0);
+            assert_int_equal(st_db_put(f->db, S(key), S(val), NULL), ST_OK);
+        }
+        for (int i = 0; i < n; i += 3) {
+            snprintf(key, sizeof(key), "key%08d", i);
+            assert_int_equal(st_db_delete(f->db, S(key), NULL), ST_OK);
+        }
+    }
+    st_stats st;
+    assert_int_equal(st_db_stats(f->db, &st), ST_OK);
+    assert_true(st.flushes > 0);
+    assert_true(st.compactions > 0);
+    assert_int_equal(st.bg_status, ST_OK);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n; i++) {
+            snprintf(key, sizeof(key), "key%08d", i);
+            snprintf(val, sizeof(val), "value-%d-%d-%0100d", i, 2, 0);
+            expect(f->db, NULL, S(key), i % 3 == 0 ? NULL : val);
+        }
+        st_iter *it;
+        assert_int_equal(st_db_iter(f->db, NULL, S(""), S(""), &it), ST_OK);
+        int count = 0;
+        for (st_iter_first(it); st_iter_valid(it); st_iter_next(it))
+            count++;
+        assert_int_equal(st_iter_status(it), ST_OK);
+        assert_int_equal(count, n - (n + 2) / 3);
+        st_iter_destroy(it);
+        assert_int_equal(st_db_compact_range(f->db, S(""), S("")), ST_OK);
+        reopen(f);
+    }
+    /* After a full compaction everything lives in one level and the tombstones are gone. */
+    assert_int_equal(st_db_stats(f->db, &st), ST_OK);
+    assert_int_equal(st.levels[0].files, 0);
+}
+
+static void test_log_api(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(st_db_put(f->db, S("before"), S("1"), NULL), ST_OK);
+    st_batch *b;
+    st_batch_create(&b);
+    st_batch_put(b, S("k1"), S("v1"));
+    st_batch_put(b, S("k2"), S("v2"));
+    uint64_t base, last;
+    st_db_log_state(f->db, &base, NULL, NULL);
+    assert_int_equal(st_db_log_append(f->db, 7, b, &last), ST_OK);
+    assert_true(last == base + 2);
+    /* Appended, not applied: invisible, and direct writes are refused meanwhile. */
+    expect(f->db, NULL, S("k1"), NULL);
+    assert_int_equal(st_db_put(f->db, S("x"), S("y"), NULL), ST_INVALID_ARGUMENT);
+    uint64_t term;
+    assert_int_equal(st_db_log_term_at(f->db, last, &term), ST_OK);
+    assert_true(term == 7);
+    st_batch_clear(b);
+    st_batch_put(b, S("k3"), S("v3"));
+    uint64_t last2;
+    assert_int_equal(st_db_log_append(f->db, 8, b, &last2), ST_OK);
+    assert_true(last2 == last + 1);
+    /* Only an unapplied suffix can be dropped, and only at a record boundary. */
+    assert_int_equal(st_db_log_truncate(f->db, last - 1), ST_INVALID_ARGUMENT);
+    assert_int_equal(st_db_log_apply(f->db, last), ST_OK);
+    expect(f->db, NULL, S("k1"), "v1");
+    expect(f->db, NULL, S("k3"), NULL);
+    assert_int_equal(st_db_log_truncate(f->db, base), ST_INVALID_ARGUMENT);
+    assert_int_equal(st_db_log_truncate(f->db, last), ST_OK);
+    uint64_t ls, lt, ap;
+    st_db_log_state(f->db, &ls, &lt, &ap);
+    assert_true(ls == last && ap == last && lt == 7);
+    assert_int_equal(st_db_log_term_at(f->db, last2, &term), ST_NOT_FOUND);
+
+    /* Read the log back from the first appended record and ship it to a second database. */
+    st_log_iter *li;
+    assert_int_equal(st_log_iter_create(f->db, base + 1, &li), ST_OK);
+    st_slice rec;
+    assert_int_equal(st_log_iter_next(li, &rec), ST_OK);
+    st_log_record_info info;
+    assert_int_equal(st_log_record_parse(rec, &info), ST_OK);
+    assert_true(info.seq == base + 1 && info.term == 7 && info.count == 2);
+    char *dir2 = st_test_mkdtemp("test_db_follower");
+    st_options o2 = f->opts;
+    o2.replay = ST_REPLAY_PENDING;
+    st_db *db2;
+    assert_int_equal(st_db_open(dir2, &o2, &db2), ST_OK);
+    /* The follower's log must continue at its own last sequence + 1. */
+    assert_int_equal(st_db_log_append_records(db2, &rec, 1), ST_INVALID_ARGUMENT);
+    assert_int_equal(st_log_iter_next(li, &rec), ST_NOT_FOUND);
+    st_log_iter_destroy(li);
+
+    /* Build a log on db2 starting at 1 from db's records from sequence 1 on. */
+    assert_int_equal(st_log_iter_create(f->db, 1, &li), ST_OK);
+    int shipped = 0;
+    while (st_log_iter_next(li, &rec) == ST_OK) {
+        assert_int_equal(st_db_log_append_records(db2, &rec, 1), ST_OK);
+        shipped++;
+    }
+    st_log_iter_destroy(li);
+    assert_true(shipped > 0);
+    uint64_t l2;
+    st_db_log_state(db2, &l2, NULL, NULL);
+    assert_true(l2 == last);
+    expect(db2, NULL, S("k1"), NULL);
+    st_db_close(db2);
+    /* Reopened in pending mode, the records stay pending until applied. */
+    assert_int_equal(st_db_open(dir2, &o2, &db2), ST_OK);
+    expect(db2, NULL, S("k1"), NULL);
+    assert_int_equal(st_db_log_apply(db2, l2), ST_OK);
+    expect(db2, NULL, S("k1"), "v1");
+    expect(db2, NULL, S("k2"), "v2");
+    st_db_close(db2);
+    st_test_rmdir(dir2);
+    free(dir2);
+
+    st_batch_destroy(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_binary_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+        cmocka_unit_test(test_not_a_database),
+        cmocka_unit_test_setup_teardown(test_unknown_format_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iterators, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flush_compact_levels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_api, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("db", tests, NULL, NULL);
+}
