@@ -44,7 +44,7 @@ typedef struct st_env st_env;
 #define ST_NUM_LEVELS 7
 
 /* Hard limits; the options below may only lower them. */
-#define ST_KEY_LIMIT   (64u * 1024 - 1)   /* bytes in a key */
+#define ST_KEY_LIMIT   (64u * 1024 - 1)     /* bytes in a key */
 #define ST_VALUE_LIMIT (256u * 1024 * 1024) /* bytes in a value */
 
 typedef enum st_sync_policy {
@@ -62,35 +62,35 @@ typedef enum st_replay_mode {
 } st_replay_mode;
 
 typedef struct st_options {
-    bool create_if_missing; /* default true: create the directory and an empty database */
-    bool error_if_exists;   /* default false */
-    st_sync_policy sync;    /* default ST_SYNC_ALWAYS */
+    bool create_if_missing;    /* default true: create the directory and an empty database */
+    bool error_if_exists;      /* default false */
+    st_sync_policy sync;       /* default ST_SYNC_ALWAYS */
     uint32_t sync_interval_ms; /* for ST_SYNC_INTERVAL; default 100 */
 
-    size_t memtable_bytes;       /* a memtable becomes immutable past this; default 4 MiB */
-    int max_immutables;          /* writers stall while this many wait to flush; default 4 */
-    uint32_t stall_timeout_ms;   /* a stalled write gives up with ST_BUSY after this; default 10000 */
+    size_t memtable_bytes;     /* a memtable becomes immutable past this; default 4 MiB */
+    int max_immutables;        /* writers stall while this many wait to flush; default 4 */
+    uint32_t stall_timeout_ms; /* a stalled write gives up with ST_BUSY after this; default 10000 */
 
-    int l0_compaction_trigger;   /* L0 files that start an L0→L1 merge; default 4 */
-    int l0_stop_trigger;         /* L0 files at which writers stall; default 24 */
-    uint64_t level1_bytes;       /* byte target of L1; L(n) is level1_bytes × 10^(n-1); 32 MiB */
-    uint64_t table_bytes;        /* a compaction output file is cut past this; default 4 MiB */
-    size_t block_bytes;          /* data block size in .dat files; default 4 KiB */
-    int bloom_bits_per_key;      /* default 10 (about 1% false positives); 0 disables */
+    int l0_compaction_trigger; /* L0 files that start an L0→L1 merge; default 4 */
+    int l0_stop_trigger;       /* L0 files at which writers stall; default 24 */
+    uint64_t level1_bytes;     /* byte target of L1; L(n) is level1_bytes × 10^(n-1); 32 MiB */
+    uint64_t table_bytes;      /* a compaction output file is cut past this; default 4 MiB */
+    size_t block_bytes;        /* data block size in .dat files; default 4 KiB */
+    int bloom_bits_per_key;    /* default 10 (about 1% false positives); 0 disables */
 
-    size_t block_cache_bytes;    /* cache of blocks read with pread; default 8 MiB */
-    int max_open_tables;         /* table cache capacity; default 1000 */
-    bool mmap_reads;             /* map .dat files and verify each block's CRC once; default true
-                                    (then the page cache holds the blocks, not the block cache) */
+    size_t block_cache_bytes; /* cache of blocks read with pread; default 8 MiB */
+    int max_open_tables;      /* table cache capacity; default 1000 */
+    bool mmap_reads;          /* map .dat files and verify each block's CRC once; default true
+                                 (then the page cache holds the blocks, not the block cache) */
 
-    size_t max_key_bytes;        /* default 8 KiB, at most ST_KEY_LIMIT */
-    size_t max_value_bytes;      /* default 4 MiB, at most ST_VALUE_LIMIT */
+    size_t max_key_bytes;   /* default 8 KiB, at most ST_KEY_LIMIT */
+    size_t max_value_bytes; /* default 4 MiB, at most ST_VALUE_LIMIT */
 
-    st_replay_mode replay;       /* default ST_REPLAY_ALL */
-    bool paranoid_checks;        /* check level invariants after every version change; a broken
-                                    invariant becomes a sticky CORRUPTION error; default false */
+    st_replay_mode replay; /* default ST_REPLAY_ALL */
+    bool paranoid_checks;  /* check level invariants after every version change; a broken
+                              invariant becomes a sticky CORRUPTION error; default false */
 
-    st_env *env;                 /* borrowed, must outlive the db; NULL = the POSIX env */
+    st_env *env; /* borrowed, must outlive the db; NULL = the POSIX env */
     /* One line per event (open, flush, compaction, error). Called from any engine thread, never
        with an engine lock held. NULL = silent. `line` is borrowed for the call. */
     void (*log)(void *log_ctx, const char *line);
@@ -167,12 +167,12 @@ st_status st_db_iter(st_db *db, const st_snapshot *snap, st_slice start, st_slic
                      st_iter **out);
 
 bool st_iter_valid(const st_iter *it);
-void st_iter_first(st_iter *it);                 /* smallest key >= start */
-void st_iter_last(st_iter *it);                  /* largest key < end */
-void st_iter_seek(st_iter *it, st_slice target); /* smallest key >= max(target, start) */
+void st_iter_first(st_iter *it);                      /* smallest key >= start */
+void st_iter_last(st_iter *it);                       /* largest key < end */
+void st_iter_seek(st_iter *it, st_slice target);      /* smallest key >= max(target, start) */
 void st_iter_seek_prev(st_iter *it, st_slice target); /* largest key <= target, < end */
-void st_iter_next(st_iter *it);                  /* requires valid */
-void st_iter_prev(st_iter *it);                  /* requires valid */
+void st_iter_next(st_iter *it);                       /* requires valid */
+void st_iter_prev(st_iter *it);                       /* requires valid */
 /* Borrowed until the iterator moves or is destroyed. Require valid. */
 st_slice st_iter_key(const st_iter *it);
 st_slice st_iter_value(const st_iter *it);
@@ -224,19 +224,19 @@ typedef struct st_stats {
     uint32_t wal_segments;
     uint64_t wal_bytes; /* bytes in live WAL segments */
 
-    uint64_t writes;          /* write calls that succeeded */
-    uint64_t write_groups;    /* WAL appends they were grouped into */
-    uint64_t wal_syncs;       /* fdatasync calls on the WAL */
-    uint64_t user_bytes;      /* key + value bytes accepted */
+    uint64_t writes;       /* write calls that succeeded */
+    uint64_t write_groups; /* WAL appends they were grouped into */
+    uint64_t wal_syncs;    /* fdatasync calls on the WAL */
+    uint64_t user_bytes;   /* key + value bytes accepted */
     uint64_t wal_bytes_written;
     uint64_t flushes;
-    uint64_t flush_bytes;     /* table bytes written by flushes */
+    uint64_t flush_bytes; /* table bytes written by flushes */
     uint64_t compactions;
     uint64_t compaction_bytes_read;
     uint64_t compaction_bytes_written;
-    uint64_t stalls;          /* writes that had to wait for a flush or compaction */
-    uint64_t stall_micros;    /* total time they waited */
-    uint64_t stall_timeouts;  /* stalls that gave up with ST_BUSY */
+    uint64_t stalls;         /* writes that had to wait for a flush or compaction */
+    uint64_t stall_micros;   /* total time they waited */
+    uint64_t stall_timeouts; /* stalls that gave up with ST_BUSY */
 
     uint64_t block_cache_hits;
     uint64_t block_cache_misses;
@@ -244,8 +244,8 @@ typedef struct st_stats {
     uint32_t open_tables;       /* tables in the table cache */
     uint32_t snapshots;         /* live snapshots and iterators */
 
-    st_status bg_status;   /* ST_OK, or the sticky error that stops writes */
-    char bg_message[256];  /* its message */
+    st_status bg_status;  /* ST_OK, or the sticky error that stops writes */
+    char bg_message[256]; /* its message */
 } st_stats;
 
 /* Fill *out with a consistent-enough picture (counters are read without stopping writers). */
@@ -316,7 +316,7 @@ st_status st_log_iter_next(st_log_iter *it, st_slice *record);
 void st_log_iter_destroy(st_log_iter *it); /* accepts NULL */
 
 typedef struct st_log_record_info {
-    uint64_t seq;   /* first sequence */
+    uint64_t seq; /* first sequence */
     uint64_t term;
     uint32_t count; /* operations; the last sequence is seq + count - 1 */
 } st_log_record_info;

@@ -34,8 +34,7 @@ static inline uint64_t st_pack_tag(uint64_t seq, st_kind kind)
 }
 
 /* Append user_key + tag to dst (which has room for user_key.len + 8); return the end. */
-static inline uint8_t *st_encode_ikey(uint8_t *dst, st_slice user_key, uint64_t seq,
-                                      st_kind kind)
+static inline uint8_t *st_encode_ikey(uint8_t *dst, st_slice user_key, uint64_t seq, st_kind kind)
 {
     if (user_key.len)
         memcpy(dst, user_key.data, user_key.len);

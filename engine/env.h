@@ -50,7 +50,7 @@ struct st_env {
     st_status (*close)(st_file *f);
 
     /* Directory and name operations. */
-    st_status (*mkdir)(st_env *env, const char *path); /* ST_OK if it already exists */
+    st_status (*mkdir)(st_env *env, const char *path);    /* ST_OK if it already exists */
     st_status (*sync_dir)(st_env *env, const char *path); /* make entries in it durable */
     st_status (*rename)(st_env *env, const char *from, const char *to); /* atomic replace */
     st_status (*link)(st_env *env, const char *from, const char *to);   /* hard link */
@@ -82,8 +82,8 @@ void st_env_free_names(char **names, size_t count);
  * Write `n` bytes to `path` through a temporary file: write path.tmp, sync it, rename it over
  * path, sync the directory `dir`. On failure the temporary file is removed and `path` is as it was.
  */
-st_status st_env_write_file_atomic(st_env *env, const char *dir, const char *path,
-                                   const void *data, size_t n);
+st_status st_env_write_file_atomic(st_env *env, const char *dir, const char *path, const void *data,
+                                   size_t n);
 
 /*
  * Read the whole file at `path` into a buffer the caller owns (free()). ST_NOT_FOUND if absent.

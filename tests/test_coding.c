@@ -29,8 +29,9 @@ static void test_fixed(void **state)
 static void test_varint_roundtrip(void **state)
 {
     (void)state;
-    uint64_t values[] = {0, 1, 127, 128, 255, 300, 16383, 16384, (1ull << 32) - 1, 1ull << 32,
-                         (1ull << 63), UINT64_MAX};
+    uint64_t values[] = {
+        0,         1, 127, 128, 255, 300, 16383, 16384, (1ull << 32) - 1, 1ull << 32, (1ull << 63),
+        UINT64_MAX};
     for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
         uint8_t buf[ST_MAX_VARINT64];
         uint8_t *end = st_encode_varint64(buf, values[i]);
