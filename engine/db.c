@@ -1510,6 +1510,55 @@ void st_db_log_retain(st_db *db, uint64_t seq)
     pthread_mutex_unlock(&db->mu);
 }
 
+st_status st_db_checkpoint(st_db *db, const char *dir, uint64_t *seq, uint64_t *term)
+{
+    if (db->env->exists(db->env, dir))
+        return st_error(ST_INVALID_ARGUMENT, "checkpoint directory %s already exists", dir);
+    st_status s = st_db_flush(db);
+    if (s)
+        return s;
+    size_t cap = strlen(dir) + ST_NAME_EXTRA + 8;
+    char *sst = malloc(cap), *from = malloc(strlen(db->sst_dir) + ST_NAME_EXTRA), *to = malloc(cap);
+    if (!sst || !from || !to) {
+        s = st_error(ST_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    snprintf(sst, cap, "%s/sst", dir);
+    if ((s = db->env->mkdir(db->env, dir)) || (s = db->env->mkdir(db->env, sst)))
+        goto done;
+    /* Hold version changes still while the tables are linked and the MANIFEST written. */
+    pthread_mutex_lock(&db->manifest_mu);
+    st_version *v = db->vs->current;
+    static const char *const exts[] = {".dat", ".idx", ".meta"};
+    for (int l = 0; l < ST_NUM_LEVELS && s == ST_OK; l++) {
+        for (uint32_t i = 0; i < v->nfiles[l] && s == ST_OK; i++) {
+            for (int e = 0; e < 3 && s == ST_OK; e++) {
+                uint64_t n = v->files[l][i]->number;
+                st_numbered_path(from, strlen(db->sst_dir) + ST_NAME_EXTRA, db->sst_dir, n,
+                                 exts[e]);
+                st_numbered_path(to, cap, sst, n, exts[e]);
+                s = db->env->link(db->env, from, to);
+            }
+        }
+    }
+    if (s == ST_OK && (s = db->env->sync_dir(db->env, sst)) == ST_OK)
+        s = st_vset_write_checkpoint(db->vs, dir);
+    uint64_t at = db->vs->flushed_seq, at_term = db->vs->flushed_term;
+    pthread_mutex_unlock(&db->manifest_mu);
+    if (s == ST_OK) {
+        if (seq)
+            *seq = at;
+        if (term)
+            *term = at_term;
+        st_db_logf(db, "checkpoint dir=%s seq=%" PRIu64, dir, at);
+    }
+done:
+    free(sst);
+    free(from);
+    free(to);
+    return s;
+}
+
 struct st_log_iter {
     st_db *db;
     uint64_t from_seq;

@@ -315,6 +315,16 @@ st_status st_log_iter_create(st_db *db, uint64_t from_seq, st_log_iter **out);
 st_status st_log_iter_next(st_log_iter *it, st_slice *record);
 void st_log_iter_destroy(st_log_iter *it); /* accepts NULL */
 
+/*
+ * Make `dir` (which must not exist) a copy of the database as of its last applied sequence: the
+ * memtable is flushed, every live table is hard-linked (not copied) into dir/sst, and a MANIFEST
+ * naming them, with that sequence as its flushed sequence, is written with CURRENT. The copy holds
+ * no WAL; opened with ST_REPLAY_PENDING it continues the log at *seq + 1. *seq and *term
+ * (optional) receive the sequence and the term of the record that held it. Everything is fsynced
+ * before this returns. Tables stay valid in the copy after the source compacts them away.
+ */
+st_status st_db_checkpoint(st_db *db, const char *dir, uint64_t *seq, uint64_t *term);
+
 typedef struct st_log_record_info {
     uint64_t seq; /* first sequence */
     uint64_t term;

@@ -1035,6 +1035,44 @@ void st_vset_install(st_version_set *vs, const st_version_edit *e, st_version *n
     vs->current = next;
 }
 
+st_status st_vset_write_checkpoint(st_version_set *vs, const char *dir)
+{
+    st_status s;
+    st_version_edit snap;
+    st_buf rec;
+    st_file *f = NULL;
+    st_log_writer *w = NULL;
+    size_t plen = strlen(dir) + ST_NAME_EXTRA;
+    char *path = malloc(plen), *cur = malloc(plen);
+    const char current[] = "MANIFEST-000001\n";
+
+    st_edit_init(&snap);
+    st_buf_init(&rec);
+    if (!path || !cur) {
+        s = st_error(ST_NO_MEMORY, "out of memory");
+        goto fail;
+    }
+    snprintf(path, plen, "%s/MANIFEST-000001", dir);
+    snprintf(cur, plen, "%s/CURRENT", dir);
+    if ((s = snapshot_edit(vs, &snap)) || (s = st_edit_encode(&snap, &rec)) ||
+        (s = vs->env->open_writable(vs->env, path, false, &f)))
+        goto fail;
+    if ((s = st_log_writer_create(vs->env, f, 0, &w))) {
+        vs->env->close(f);
+        goto fail;
+    }
+    if ((s = st_log_writer_add(w, rec.data, rec.len)) || (s = st_log_writer_sync(w)) ||
+        (s = st_env_write_file_atomic(vs->env, dir, cur, current, sizeof(current) - 1)))
+        goto fail;
+fail:
+    st_log_writer_destroy(w);
+    st_edit_free(&snap);
+    st_buf_free(&rec);
+    free(path);
+    free(cur);
+    return s;
+}
+
 bool st_vset_is_live(const st_version_set *vs, uint64_t number)
 {
     for (int l = 0; l < ST_NUM_LEVELS; l++)

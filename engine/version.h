@@ -196,6 +196,13 @@ st_status st_vset_apply(st_version_set *vs, st_version_edit *e, st_version **nex
 void st_vset_install(st_version_set *vs, const st_version_edit *e, st_version *next,
                      st_version **old);
 
+/*
+ * Write into `dir` a MANIFEST-000001 holding the current version (with the current flushed
+ * sequence and term) and a CURRENT naming it: the control files of a checkpoint whose tables the
+ * caller has linked into dir/sst. Caller holds what serialises st_vset_apply.
+ */
+st_status st_vset_write_checkpoint(st_version_set *vs, const char *dir);
+
 /* Whether number names a table in the current version. */
 bool st_vset_is_live(const st_version_set *vs, uint64_t number);
 

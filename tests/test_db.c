@@ -484,6 +484,67 @@ static void test_log_api(void **state)
     st_batch_destroy(b);
 }
 
+static void test_checkpoint(void **state)
+{
+    fixture *f = *state;
+    char key[32], val[32];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(key, sizeof(key), "k%05d", i);
+        snprintf(val, sizeof(val), "v%d", i);
+        assert_int_equal(st_db_put(f->db, S(key), S(val), NULL), ST_OK);
+        if (i == 1500)
+            assert_int_equal(st_db_compact_range(f->db, S(""), S("")), ST_OK);
+    }
+    char *cp = st_test_path(f->dir, "../checkpoint-of-test-db");
+    st_test_rmdir(cp);
+    uint64_t seq, term;
+    assert_int_equal(st_db_checkpoint(f->db, cp, &seq, &term), ST_OK);
+    uint64_t last;
+    st_db_log_state(f->db, &last, NULL, NULL);
+    assert_true(seq == last);
+    assert_int_equal(st_db_checkpoint(f->db, cp, NULL, NULL), ST_INVALID_ARGUMENT);
+    /* Keep the source's log from the checkpoint on, as a leader does for a follower. */
+    st_db_log_retain(f->db, seq + 1);
+    /* The source moves on and compacts its tables away; the copy's links keep them. */
+    for (int i = 0; i < 3000; i += 2) {
+        snprintf(key, sizeof(key), "k%05d", i);
+        assert_int_equal(st_db_delete(f->db, S(key), NULL), ST_OK);
+    }
+    assert_int_equal(st_db_compact_range(f->db, S(""), S("")), ST_OK);
+
+    st_options o = f->opts;
+    o.replay = ST_REPLAY_PENDING;
+    st_db *copy;
+    assert_int_equal(st_db_open(cp, &o, &copy), ST_OK);
+    uint64_t cl, ca;
+    st_db_log_state(copy, &cl, NULL, &ca);
+    assert_true(cl == seq && ca == seq);
+    for (int i = 0; i < 3000; i += 37) {
+        snprintf(key, sizeof(key), "k%05d", i);
+        snprintf(val, sizeof(val), "v%d", i);
+        expect(copy, NULL, S(key), val);
+    }
+    /* Continue the copy's log from the source's: it converges to the source. */
+    st_log_iter *li;
+    assert_int_equal(st_log_iter_create(f->db, seq + 1, &li), ST_OK);
+    st_slice rec;
+    while (st_log_iter_next(li, &rec) == ST_OK)
+        assert_int_equal(st_db_log_append_records(copy, &rec, 1), ST_OK);
+    st_log_iter_destroy(li);
+    st_db_log_retain(f->db, UINT64_MAX);
+    uint64_t sl;
+    st_db_log_state(f->db, &sl, NULL, NULL);
+    assert_int_equal(st_db_log_apply(copy, sl), ST_OK);
+    for (int i = 0; i < 3000; i++) {
+        snprintf(key, sizeof(key), "k%05d", i);
+        snprintf(val, sizeof(val), "v%d", i);
+        expect(copy, NULL, S(key), i % 2 ? val : NULL);
+    }
+    st_db_close(copy);
+    st_test_rmdir(cp);
+    free(cp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -496,6 +557,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_iterators, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flush_compact_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_api, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
     };
     return cmocka_run_group_tests_name("db", tests, NULL, NULL);
 }
