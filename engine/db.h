@@ -191,6 +191,9 @@ void st_batch_clear(st_batch *b);
    ST_KEY_LIMIT, a value over ST_VALUE_LIMIT; the database's own limits are checked on write. */
 st_status st_batch_put(st_batch *b, st_slice key, st_slice value);
 st_status st_batch_delete(st_batch *b, st_slice key);
+/* Append an operation that takes a sequence number and changes nothing (a new leader's first
+   record, which lets the records of earlier terms commit). */
+st_status st_batch_noop(st_batch *b);
 uint32_t st_batch_count(const st_batch *b);
 size_t st_batch_bytes(const st_batch *b); /* encoded size, as it will go to the WAL */
 

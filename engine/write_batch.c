@@ -72,6 +72,16 @@ st_status st_batch_put(st_batch *b, st_slice key, st_slice value)
     return ST_OK;
 }
 
+st_status st_batch_noop(st_batch *b)
+{
+    uint8_t op = ST_OP_NOOP;
+    if (!st_buf_append(&b->rep, &op, 1))
+        return st_error(ST_NO_MEMORY, "out of memory growing a batch");
+    b->count++;
+    st_put_fixed32(b->rep.data + 16, b->count);
+    return ST_OK;
+}
+
 st_status st_batch_delete(st_batch *b, st_slice key)
 {
     st_status s = check_key(key);
@@ -114,21 +124,26 @@ void st_record_set_header(uint8_t *rep, uint64_t seq, uint64_t term, uint32_t co
     st_put_fixed32(rep + 16, count);
 }
 
-/* Decode one operation at *p; false if it does not parse. */
-static bool next_op(const uint8_t **p, const uint8_t *end, st_kind *kind, st_slice *key,
-                    st_slice *value)
+/* Decode one operation at *p; false if it does not parse. *op is a st_kind or ST_OP_NOOP. */
+static bool next_op(const uint8_t **p, const uint8_t *end, int *op, st_slice *key, st_slice *value)
 {
     const uint8_t *q = *p;
     if (q >= end)
         return false;
     uint8_t k = *q++;
-    const uint8_t *kd, *vd = NULL;
-    size_t kl, vl = 0;
+    const uint8_t *kd = NULL, *vd = NULL;
+    size_t kl = 0, vl = 0;
+    if (k == ST_OP_NOOP) {
+        *op = ST_OP_NOOP;
+        *key = *value = st_slice_make(NULL, 0);
+        *p = q;
+        return true;
+    }
     if (k > ST_KIND_PUT || !st_decode_lp(&q, end, &kd, &kl))
         return false;
     if (k == ST_KIND_PUT && !st_decode_lp(&q, end, &vd, &vl))
         return false;
-    *kind = (st_kind)k;
+    *op = k;
     *key = st_slice_make(kd, kl);
     *value = st_slice_make(vd, vl);
     *p = q;
@@ -146,11 +161,13 @@ st_status st_record_check(st_slice rep, const char *what, st_log_record_info *in
         return st_error(ST_CORRUPTION, "%s: record sequence %" PRIu64 " out of range", what, seq);
     const uint8_t *p = rep.data + ST_BATCH_HEADER, *end = rep.data + rep.len;
     for (uint32_t i = 0; i < count; i++) {
-        st_kind kind;
+        int op;
         st_slice key, value;
-        if (!next_op(&p, end, &kind, &key, &value))
+        if (!next_op(&p, end, &op, &key, &value))
             return st_error(ST_CORRUPTION, "%s: operation %u of %u does not parse", what, i + 1,
                             count);
+        if (op == ST_OP_NOOP)
+            continue;
         if (key.len == 0 || key.len > ST_KEY_LIMIT || value.len > ST_VALUE_LIMIT)
             return st_error(ST_CORRUPTION, "%s: operation %u has a key or value of impossible size",
                             what, i + 1);
@@ -172,11 +189,13 @@ st_status st_record_foreach(st_slice rep, st_record_op_fn fn, void *ctx)
     uint32_t count = st_get_fixed32(rep.data + 16);
     const uint8_t *p = rep.data + ST_BATCH_HEADER, *end = rep.data + rep.len;
     for (uint32_t i = 0; i < count; i++) {
-        st_kind kind;
+        int op;
         st_slice key, value;
-        if (!next_op(&p, end, &kind, &key, &value))
+        if (!next_op(&p, end, &op, &key, &value))
             return st_error(ST_CORRUPTION, "record operation %u does not parse", i + 1);
-        st_status s = fn(ctx, seq + i, kind, key, value);
+        if (op == ST_OP_NOOP)
+            continue;
+        st_status s = fn(ctx, seq + i, (st_kind)op, key, value);
         if (s)
             return s;
     }
@@ -188,9 +207,9 @@ st_status st_record_check_limits(st_slice rep, size_t max_key, size_t max_value)
     uint32_t count = st_get_fixed32(rep.data + 16);
     const uint8_t *p = rep.data + ST_BATCH_HEADER, *end = rep.data + rep.len;
     for (uint32_t i = 0; i < count; i++) {
-        st_kind kind;
+        int op;
         st_slice key, value;
-        if (!next_op(&p, end, &kind, &key, &value))
+        if (!next_op(&p, end, &op, &key, &value))
             return st_error(ST_INVALID_ARGUMENT, "batch operation %u does not parse", i + 1);
         if (key.len > max_key)
             return st_error(ST_INVALID_ARGUMENT,

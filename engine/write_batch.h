@@ -4,6 +4,7 @@
  *   record  = seq:fixed64 term:fixed64 count:fixed32 op{count}
  *   op      = 0x01 key:lp value:lp      ; put
  *           / 0x00 key:lp               ; delete
+ *           / 0x02                      ; no-op: takes a sequence, changes nothing
  *   lp      = varint32 length, bytes
  *
  * A record's operations take sequences seq, seq+1, …, seq+count-1 in order (engine/FORMAT.md).
@@ -18,6 +19,9 @@
 #include "engine/dbformat.h"
 
 #define ST_BATCH_HEADER 20
+
+/* The op code of a no-op (puts and deletes use their st_kind values). */
+#define ST_OP_NOOP 2
 
 struct st_batch {
     st_buf rep; /* always at least ST_BATCH_HEADER bytes */
@@ -48,7 +52,8 @@ typedef st_status (*st_record_op_fn)(void *ctx, uint64_t seq, st_kind kind, st_s
 st_status st_record_check(st_slice rep, const char *what, st_log_record_info *info);
 
 /*
- * Call fn for every operation of a record already checked by st_record_check, with its sequence.
+ * Call fn for every put and delete of a record already checked by st_record_check, with its
+ * sequence (no-ops take their sequence but are not passed to fn).
  * Stops at the first non-OK status from fn and returns it. Slices are borrowed from rep.
  */
 st_status st_record_foreach(st_slice rep, st_record_op_fn fn, void *ctx);

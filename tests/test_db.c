@@ -169,10 +169,21 @@ static void test_batch(void **state)
     uint64_t seq2;
     assert_int_equal(st_db_write(f->db, b, &seq2), ST_OK);
     assert_true(seq2 == seq);
+    /* A no-op takes a sequence and changes nothing, through the WAL and a reopen. */
+    assert_int_equal(st_batch_noop(b), ST_OK);
+    assert_int_equal(st_batch_put(b, S("after-noop"), S("4")), ST_OK);
+    uint64_t seq3;
+    assert_int_equal(st_db_write(f->db, b, &seq3), ST_OK);
+    assert_true(seq3 == seq2 + 2);
+    expect(f->db, NULL, S("after-noop"), "4");
     st_batch_destroy(b);
     reopen(f);
     expect(f->db, NULL, S("x"), NULL);
     expect(f->db, NULL, S("z"), "3");
+    expect(f->db, NULL, S("after-noop"), "4");
+    uint64_t last;
+    st_db_log_state(f->db, &last, NULL, NULL);
+    assert_true(last == seq3);
 }
 
 static void test_bad_input(void **state)
