@@ -363,9 +363,10 @@ static st_status merge(merge_state *ms)
     return s;
 }
 
-static st_status run(st_db *db, compaction *c, uint64_t smallest_snapshot)
+static st_status run(st_db *db, compaction *c, uint64_t smallest_snapshot, uint64_t generation)
 {
     uint64_t start = db->env->now_micros(db->env);
+    bool stale = false;
     st_version_edit e;
     st_edit_init(&e);
     st_status s = ST_OK;
@@ -402,8 +403,14 @@ static st_status run(st_db *db, compaction *c, uint64_t smallest_snapshot)
             st_sst_remove(db->env, db->sst_dir, ms.outputs[i]->number);
         goto done;
     }
-    if ((s = st_db_apply_edit(db, &e)))
+    if ((s = st_db_apply_edit(db, &e, generation, &stale)))
         goto done;
+    if (stale) {
+        /* A checkpoint replaced the inputs while they were merged. */
+        for (size_t i = 0; i < ms.noutputs; i++)
+            st_sst_remove(db->env, db->sst_dir, ms.outputs[i]->number);
+        goto done;
+    }
     atomic_fetch_add_explicit(&db->n_compactions, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&db->n_comp_read, c->move ? 0 : ms.bytes_read, memory_order_relaxed);
     atomic_fetch_add_explicit(&db->n_comp_written, ms.bytes_written, memory_order_relaxed);
@@ -450,11 +457,12 @@ void *st_compaction_thread(void *arg)
             continue;
         }
         uint64_t smallest = st_db_smallest_snapshot(db);
+        uint64_t generation = atomic_load(&db->generation);
         mark(c, true);
         db->compaction_running = true;
         pthread_mutex_unlock(&db->mu);
 
-        s = run(db, c, smallest);
+        s = run(db, c, smallest, generation);
         char msg[256];
         snprintf(msg, sizeof(msg), "compaction failed: %s", st_errmsg());
         if (s && s != ST_SHUTDOWN)

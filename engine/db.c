@@ -191,10 +191,15 @@ uint64_t st_snapshot_seq(const st_snapshot *snap)
 
 /* ---- version changes and obsolete files -------------------------------------------------- */
 
-st_status st_db_apply_edit(st_db *db, st_version_edit *e)
+st_status st_db_apply_edit(st_db *db, st_version_edit *e, uint64_t generation, bool *stale)
 {
     st_version *next = NULL, *old = NULL;
     pthread_mutex_lock(&db->manifest_mu);
+    *stale = atomic_load(&db->generation) != generation;
+    if (*stale) {
+        pthread_mutex_unlock(&db->manifest_mu);
+        return ST_OK;
+    }
     st_status s = st_vset_apply(db->vs, e, &next);
     if (s == ST_OK && db->opts.paranoid_checks)
         s = st_version_check(next);
@@ -662,6 +667,131 @@ static void truncate_log(st_db *db, st_writer *w)
     st_db_logf(db, "log_truncated after_seq=%" PRIu64, after);
 }
 
+/* Drop every memtable, pending record and WAL segment, and continue the log after `seq` in a
+   fresh segment (mu held, leader). */
+static st_status reset_log(st_db *db, uint64_t seq, uint64_t term)
+{
+    st_memtable *m;
+    st_status s = st_memtable_create(&m);
+    if (s)
+        return s;
+    st_memtable_unref(db->mem);
+    db->mem = m;
+    for (size_t i = 0; i < db->nimms; i++)
+        st_memtable_unref(db->imms[i].mem);
+    db->nimms = 0;
+    for (size_t i = 0; i < db->npending; i++)
+        free(db->pending[i].data);
+    db->npending = 0;
+    if ((s = st_wal_new_segment(db->wal, st_vset_new_file_number(db->vs))))
+        return s;
+    /* Every older segment is obsolete now: forget it here, delete it below. */
+    char path[4096];
+    for (size_t i = 0; i + 1 < db->wal->nsegs; i++)
+        unlink_quiet(db, st_wal_path(db->wal, path, sizeof(path), db->wal->segs[i].number));
+    db->wal->segs[0] = db->wal->segs[db->wal->nsegs - 1];
+    db->wal->nsegs = 1;
+    db->wal->nterms = 0;
+    db->wal->last_seq = seq;
+    db->wal->last_term = term;
+    db->last_seq = seq;
+    db->wal_dirty = false;
+    atomic_store_explicit(&db->visible_seq, seq, memory_order_release);
+    return ST_OK;
+}
+
+/* The leader's part of st_db_install_checkpoint (mu held on entry and exit). */
+static void install_checkpoint(st_db *db, st_writer *w)
+{
+    st_version_set *cvs = w->install;
+    st_version *cv = cvs->current, *old = NULL, *next = NULL;
+    st_version_edit e;
+    st_status s = ST_OK;
+    size_t cap = strlen(w->install_dir) + ST_NAME_EXTRA + 8;
+    char *csst = malloc(cap);
+
+    st_edit_init(&e);
+    if (!csst) {
+        s = st_error(ST_NO_MEMORY, "out of memory");
+        goto out;
+    }
+    if (db->bg_error) {
+        s = bg_error_status(db);
+        goto out;
+    }
+    snprintf(csst, cap, "%s/sst", w->install_dir);
+    /* Version changes stop (flushes and compactions wait on manifest_mu, and find the
+       generation changed when they get it). Lock order: manifest_mu before mu. */
+    pthread_mutex_unlock(&db->mu);
+    pthread_mutex_lock(&db->manifest_mu);
+    pthread_mutex_lock(&db->mu);
+    for (int l = 0; l < ST_NUM_LEVELS; l++)
+        for (uint32_t i = 0; i < db->vs->current->nfiles[l] && s == ST_OK; i++)
+            s = st_edit_delete_file(&e, l, db->vs->current->files[l][i]->number);
+    /* Move the checkpoint's tables in under numbers of ours: its numbers are another node's. */
+    for (int l = 0; l < ST_NUM_LEVELS && s == ST_OK; l++) {
+        for (uint32_t i = 0; i < cv->nfiles[l] && s == ST_OK; i++) {
+            st_file_meta *src = cv->files[l][i], *f = st_file_meta_new();
+            uint64_t number = st_vset_new_file_number(db->vs);
+            if (!f) {
+                s = st_error(ST_NO_MEMORY, "out of memory");
+                break;
+            }
+            *f = (st_file_meta){.number = number,
+                                .dat_bytes = src->dat_bytes,
+                                .idx_bytes = src->idx_bytes,
+                                .meta_bytes = src->meta_bytes,
+                                .entries = src->entries,
+                                .tombstones = src->tombstones,
+                                .min_seq = src->min_seq,
+                                .max_seq = src->max_seq};
+            atomic_init(&f->refs, 1);
+            st_buf_init(&f->smallest);
+            st_buf_init(&f->largest);
+            if (!st_buf_append(&f->smallest, src->smallest.data, src->smallest.len) ||
+                !st_buf_append(&f->largest, src->largest.data, src->largest.len))
+                s = st_error(ST_NO_MEMORY, "out of memory");
+            if (s == ST_OK)
+                s = st_sst_move(db->env, csst, src->number, db->sst_dir, number);
+            if (s == ST_OK)
+                s = st_edit_add_file(&e, l, f);
+            st_file_meta_unref(f);
+        }
+    }
+    if (s == ST_OK)
+        s = db->env->sync_dir(db->env, db->sst_dir);
+    if (s == ST_OK) {
+        e.has_flushed = true;
+        e.flushed_seq = cvs->flushed_seq;
+        e.flushed_term = cvs->flushed_term;
+        s = st_vset_apply(db->vs, &e, &next);
+    }
+    if (s == ST_OK) {
+        st_vset_install(db->vs, &e, next, &old);
+        atomic_fetch_add(&db->generation, 1);
+        s = reset_log(db, cvs->flushed_seq, cvs->flushed_term);
+        if (s == ST_OK)
+            s = install_sv(db);
+        if (s)
+            st_db_set_bg_error(db, s, st_errmsg());
+        pthread_cond_broadcast(&db->room_cv);
+    }
+    pthread_mutex_unlock(&db->manifest_mu);
+    if (s == ST_OK) {
+        w->last_seq = cvs->flushed_seq;
+        st_db_logf(db, "checkpoint_installed seq=%" PRIu64 " tables=%zu", cvs->flushed_seq,
+                   e.nadded);
+    }
+out:
+    if (s)
+        writer_fail(w, s);
+    pthread_mutex_unlock(&db->mu);
+    st_version_unref(old);
+    pthread_mutex_lock(&db->mu);
+    st_edit_free(&e);
+    free(csst);
+}
+
 /* Queue w and wait until it is done, leading a group when it reaches the front. */
 static st_status submit(st_db *db, st_writer *w)
 {
@@ -697,6 +827,9 @@ static st_status submit(st_db *db, st_writer *w)
                 writer_fail(w, s);
             break;
         }
+        case ST_W_INSTALL:
+            install_checkpoint(db, w);
+            break;
         }
         /* Pop the group and wake its members and the next leader. */
         for (;;) {
@@ -937,7 +1070,8 @@ static st_status build_table(st_db *db, st_iterator *it, uint64_t number, st_fil
 
 static st_status flush_one(st_db *db, st_imm imm)
 {
-    uint64_t start = now_micros(db);
+    uint64_t start = now_micros(db), generation = atomic_load(&db->generation);
+    bool stale = false;
     uint64_t number = st_vset_new_file_number(db->vs);
     st_file_meta *f = NULL;
     st_version_edit e;
@@ -961,8 +1095,11 @@ static st_status flush_one(st_db *db, st_imm imm)
         s = st_edit_add_file(&e, 0, f);
     }
     if (s == ST_OK)
-        s = st_db_apply_edit(db, &e);
-    if (s == ST_OK) {
+        s = st_db_apply_edit(db, &e, generation, &stale);
+    if (s == ST_OK && stale) {
+        /* A checkpoint replaced everything while this memtable was written out. */
+        st_sst_remove(db->env, db->sst_dir, number);
+    } else if (s == ST_OK) {
         atomic_fetch_add_explicit(&db->n_flushes, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&db->n_flush_bytes, st_file_bytes(f), memory_order_relaxed);
         st_db_logf(db,
@@ -990,18 +1127,21 @@ static void *flush_thread(void *arg)
             char msg[256];
             snprintf(msg, sizeof(msg), "flush failed: %s", st_errmsg());
             pthread_mutex_lock(&db->mu);
+            /* A checkpoint install may have dropped the list meanwhile (and its reference). */
+            bool listed = db->nimms > 0 && db->imms[0].mem == imm.mem, removed = false;
             if (s) {
                 st_db_set_bg_error(db, s, msg);
-            } else {
+            } else if (listed) {
                 memmove(db->imms, db->imms + 1, (db->nimms - 1) * sizeof(*db->imms));
                 db->nimms--;
+                removed = true;
                 s = install_sv(db);
                 if (s)
                     st_db_set_bg_error(db, s, st_errmsg());
             }
             pthread_cond_broadcast(&db->room_cv);
             pthread_mutex_unlock(&db->mu);
-            if (s == ST_OK)
+            if (removed)
                 st_memtable_unref(imm.mem); /* the list's reference */
             st_memtable_unref(imm.mem);     /* ours */
             if (s) {
@@ -1556,6 +1696,28 @@ done:
     free(sst);
     free(from);
     free(to);
+    return s;
+}
+
+st_status st_db_install_checkpoint(st_db *db, const char *dir, uint64_t *seq)
+{
+    st_version_set *cvs = NULL;
+    st_status s = st_vset_create(db->env, dir, NULL, &cvs);
+    if (s == ST_OK && (s = st_vset_recover(cvs)) == ST_NOT_FOUND)
+        s = st_error(ST_INVALID_ARGUMENT, "%s holds no checkpoint (no CURRENT)", dir);
+    if (s == ST_OK) {
+        st_writer w = {.kind = ST_W_INSTALL, .install = cvs, .install_dir = dir};
+        s = submit(db, &w);
+        if (s == ST_OK && seq)
+            *seq = w.last_seq;
+    }
+    char msg[512];
+    snprintf(msg, sizeof(msg), "%s", st_errmsg());
+    st_vset_destroy(cvs);
+    if (s)
+        st_error(s, "%s", msg);
+    else
+        st_db_delete_obsolete(db);
     return s;
 }
 

@@ -328,6 +328,16 @@ void st_log_iter_destroy(st_log_iter *it); /* accepts NULL */
  */
 st_status st_db_checkpoint(st_db *db, const char *dir, uint64_t *seq, uint64_t *term);
 
+/*
+ * Replace the whole contents of the database with the checkpoint in `dir` (made by
+ * st_db_checkpoint, possibly on another node; not open). Its tables are moved into this
+ * database under new numbers; every current table, memtable, WAL segment and pending record is
+ * dropped; the log continues at the checkpoint's sequence + 1 (*seq, optional). Goes through
+ * the write queue, so no write interleaves; readers that started before keep seeing the old
+ * contents until they finish. On success `dir` holds nothing the database needs.
+ */
+st_status st_db_install_checkpoint(st_db *db, const char *dir, uint64_t *seq);
+
 typedef struct st_log_record_info {
     uint64_t seq; /* first sequence */
     uint64_t term;

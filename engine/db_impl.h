@@ -60,6 +60,7 @@ typedef enum st_writer_kind {
     ST_W_APPLY_PENDING, /* apply pending records up to `arg` */
     ST_W_TRUNCATE,      /* drop pending records after `arg` */
     ST_W_SWITCH,        /* make the memtable immutable (st_db_flush) */
+    ST_W_INSTALL,       /* replace everything with a checkpoint (`install`) */
 } st_writer_kind;
 
 typedef struct st_writer {
@@ -70,6 +71,8 @@ typedef struct st_writer {
     const st_slice *records; /* ST_W_RECORDS */
     size_t nrecords;
     uint64_t arg;
+    struct st_version_set *install; /* ST_W_INSTALL: the checkpoint's recovered versions */
+    const char *install_dir;
     /* Results, set by whichever writer leads the group. */
     st_status status;
     char msg[256];
@@ -129,7 +132,10 @@ struct st_db {
     pthread_mutex_t sv_mu;
     st_super_version *sv; /* guarded by sv_mu */
 
-    atomic_uint_fast64_t visible_seq;      /* last applied; readers read at this */
+    atomic_uint_fast64_t visible_seq; /* last applied; readers read at this */
+    /* Bumped (under manifest_mu and mu) when a checkpoint replaces the contents: a flush or
+       compaction that began before must not install its result. */
+    atomic_uint_fast64_t generation;
     atomic_uint_fast64_t last_sync_micros; /* when the WAL was last synced */
 
     st_buf group; /* the leader's scratch for a group record */
@@ -161,8 +167,10 @@ void st_db_snapshot_link(st_db *db, st_snapshot *s);
 void st_db_snapshot_unlink(st_db *db, st_snapshot *s);
 
 /* Apply edit e under manifest_mu, install the result, publish a new super version. Takes mu
-   itself; call with no lock held. */
-st_status st_db_apply_edit(st_db *db, st_version_edit *e);
+   itself; call with no lock held. `generation` is db->generation when the work behind the edit
+   began: if a checkpoint was installed since, nothing is applied and *stale is set (the caller
+   discards its outputs; it is not an error). */
+st_status st_db_apply_edit(st_db *db, st_version_edit *e, uint64_t generation, bool *stale);
 
 /* Delete files no version holds and WAL segments nobody needs. No lock held. */
 void st_db_delete_obsolete(st_db *db);

@@ -393,3 +393,55 @@ st_status st_sst_remove(st_env *env, const char *sst_dir, uint64_t number)
         return st_error(first, "%s", msg);
     return ST_OK;
 }
+
+st_status st_sst_move(st_env *env, const char *from_dir, uint64_t from_number, const char *to_dir,
+                      uint64_t to_number)
+{
+    st_status s;
+    uint8_t *old = NULL;
+    size_t n = 0;
+    st_buf meta;
+    st_buf_init(&meta);
+    char *paths[2][NFILES] = {{NULL}};
+    char *tmp = make_path(to_dir, to_number, exts[META], true);
+    for (int i = 0; i < NFILES; i++) {
+        paths[0][i] = make_path(from_dir, from_number, exts[i], false);
+        paths[1][i] = make_path(to_dir, to_number, exts[i], false);
+        if (!paths[0][i] || !paths[1][i] || !tmp) {
+            s = st_error(ST_NO_MEMORY, "sst move: out of memory");
+            goto done;
+        }
+    }
+    /* The .meta names its table's number (so a misplaced file is caught): rewrite it. */
+    if ((s = st_env_read_file(env, paths[0][META], 64u << 20, &old, &n)))
+        goto done;
+    const uint8_t *p = old + 5, *end = old + n;
+    uint64_t num;
+    if (n < 9 || st_get_fixed32(old) != ST_SST_META_MAGIC || old[4] != ST_SST_FORMAT_VERSION ||
+        st_crc32c_unmask(st_get_fixed32(end - 4)) != st_crc32c(old, n - 4) ||
+        !st_decode_varint64(&p, end - 4, &num) || num != from_number) {
+        s = st_error(ST_CORRUPTION, "%s: not a valid table meta file", paths[0][META]);
+        goto done;
+    }
+    bool ok = st_buf_append(&meta, old, 5) && st_buf_put_varint64(&meta, to_number) &&
+              st_buf_append(&meta, p, (size_t)(end - 4 - p)) &&
+              st_buf_put_fixed32(&meta, st_crc32c_mask(st_crc32c(meta.data, meta.len)));
+    if (!ok) {
+        s = st_error(ST_NO_MEMORY, "sst move: out of memory");
+        goto done;
+    }
+    if ((s = env->rename(env, paths[0][DAT], paths[1][DAT])) ||
+        (s = env->rename(env, paths[0][IDX], paths[1][IDX])) ||
+        (s = write_synced(env, tmp, &meta)) || (s = env->rename(env, tmp, paths[1][META])))
+        goto done;
+    env->unlink(env, paths[0][META]);
+done:
+    for (int i = 0; i < NFILES; i++) {
+        free(paths[0][i]);
+        free(paths[1][i]);
+    }
+    free(tmp);
+    free(old);
+    st_buf_free(&meta);
+    return s;
+}

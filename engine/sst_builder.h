@@ -71,4 +71,13 @@ void st_sst_builder_destroy(st_sst_builder *b);
 /* Unlink the three files of table `number` (missing files are not an error). */
 st_status st_sst_remove(st_env *env, const char *sst_dir, uint64_t number);
 
+/*
+ * Move table `from_number` of from_dir to to_dir as `to_number` (installing another database's
+ * checkpoint): .dat and .idx are renamed; .meta, which records the number, is checked and
+ * rewritten with the new one (synced, under a temporary name, appearing last). The caller
+ * syncs to_dir.
+ */
+st_status st_sst_move(st_env *env, const char *from_dir, uint64_t from_number, const char *to_dir,
+                      uint64_t to_number);
+
 #endif

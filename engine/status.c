@@ -23,6 +23,7 @@ static const char *const names[ST_STATUS_COUNT] = {
     [ST_NO_MEMORY] = "NO_MEMORY",
     [ST_SHUTDOWN] = "SHUTDOWN",
     [ST_TIMEOUT] = "TIMEOUT",
+    [ST_NOT_LEADER] = "NOT_LEADER",
 };
 
 const char *st_status_name(st_status s)

@@ -27,6 +27,7 @@ typedef enum st_status {
     ST_NO_MEMORY,        /* an allocation failed */
     ST_SHUTDOWN,         /* the database is closing */
     ST_TIMEOUT,          /* a wait with a deadline expired */
+    ST_NOT_LEADER,       /* replication: this node does not lead; the message names the leader */
     ST_STATUS_COUNT
 } st_status;
 

@@ -556,6 +556,91 @@ static void test_checkpoint(void **state)
     free(cp);
 }
 
+static void test_install_checkpoint(void **state)
+{
+    fixture *f = *state;
+    char key[32], val[32];
+    /* The source: 2000 keys in tables and memtable. */
+    char *srcdir = st_test_mkdtemp("install_src");
+    st_db *src;
+    assert_int_equal(st_db_open(srcdir, &f->opts, &src), ST_OK);
+    for (int i = 0; i < 2000; i++) {
+        snprintf(key, sizeof(key), "s%05d", i);
+        snprintf(val, sizeof(val), "src%d", i);
+        assert_int_equal(st_db_put(src, S(key), S(val), NULL), ST_OK);
+        if (i == 1000)
+            assert_int_equal(st_db_compact_range(src, S(""), S("")), ST_OK);
+    }
+    char *cp = st_test_path(srcdir, "cp");
+    uint64_t seq;
+    assert_int_equal(st_db_checkpoint(src, cp, &seq, NULL), ST_OK);
+
+    /* The target (pending mode, as a follower) has other data, and a reader open on it. */
+    st_db_close(f->db);
+    f->opts.replay = ST_REPLAY_PENDING;
+    assert_int_equal(st_db_open(f->dir, &f->opts, &f->db), ST_OK);
+    for (int i = 0; i < 500; i++) {
+        snprintf(key, sizeof(key), "t%05d", i);
+        assert_int_equal(st_db_put(f->db, S(key), S("old"), NULL), ST_OK);
+    }
+    assert_int_equal(st_db_flush(f->db), ST_OK);
+    st_db_put(f->db, S("t-in-memtable"), S("old"), NULL);
+    st_iter *old_reader;
+    assert_int_equal(st_db_iter(f->db, NULL, S(""), S(""), &old_reader), ST_OK);
+
+    uint64_t got;
+    assert_int_equal(st_db_install_checkpoint(f->db, cp, &got), ST_OK);
+    assert_true(got == seq);
+    uint64_t last, applied;
+    st_db_log_state(f->db, &last, NULL, &applied);
+    assert_true(last == seq && applied == seq);
+    expect(f->db, NULL, S("t00001"), NULL);
+    expect(f->db, NULL, S("t-in-memtable"), NULL);
+    expect(f->db, NULL, S("s01999"), "src1999");
+    /* The reader that began before still sees the old contents, to the end. */
+    int n = 0;
+    for (st_iter_first(old_reader); st_iter_valid(old_reader); st_iter_next(old_reader)) {
+        assert_int_equal(st_iter_key(old_reader).data[0], 't');
+        n++;
+    }
+    assert_int_equal(st_iter_status(old_reader), ST_OK);
+    assert_int_equal(n, 501);
+    st_iter_destroy(old_reader);
+
+    /* The log continues from the source's. */
+    st_db_log_retain(src, seq + 1);
+    st_db_put(src, S("after"), S("checkpoint"), NULL);
+    st_log_iter *li;
+    assert_int_equal(st_log_iter_create(src, seq + 1, &li), ST_OK);
+    st_slice rec;
+    while (st_log_iter_next(li, &rec) == ST_OK)
+        assert_int_equal(st_db_log_append_records(f->db, &rec, 1), ST_OK);
+    st_log_iter_destroy(li);
+    st_db_log_state(src, &last, NULL, NULL);
+    assert_int_equal(st_db_log_apply(f->db, last), ST_OK);
+    expect(f->db, NULL, S("after"), "checkpoint");
+    reopen(f);
+    assert_int_equal(st_db_log_apply(f->db, last), ST_OK);
+    expect(f->db, NULL, S("after"), "checkpoint");
+    expect(f->db, NULL, S("s00000"), "src0");
+    expect(f->db, NULL, S("t00001"), NULL);
+    st_iter *it;
+    assert_int_equal(st_db_iter(f->db, NULL, S(""), S(""), &it), ST_OK);
+    n = 0;
+    for (st_iter_first(it); st_iter_valid(it); st_iter_next(it))
+        n++;
+    assert_int_equal(n, 2001);
+    st_iter_destroy(it);
+    /* Nothing of the old contents is left on disk: only the new tables remain. */
+    st_stats st;
+    st_db_stats(f->db, &st);
+    assert_int_equal(st.bg_status, ST_OK);
+    st_db_close(src);
+    st_test_rmdir(srcdir);
+    free(srcdir);
+    free(cp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -569,6 +654,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flush_compact_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_api, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_install_checkpoint, setup, teardown),
     };
     return cmocka_run_group_tests_name("db", tests, NULL, NULL);
 }
