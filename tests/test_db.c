@@ -597,6 +597,15 @@ static void test_install_checkpoint(void **state)
     expect(f->db, NULL, S("t00001"), NULL);
     expect(f->db, NULL, S("t-in-memtable"), NULL);
     expect(f->db, NULL, S("s01999"), "src1999");
+    /* A reader that begins now sees the new contents, all of them. */
+    st_iter *fresh;
+    assert_int_equal(st_db_iter(f->db, NULL, S(""), S(""), &fresh), ST_OK);
+    int nfresh = 0;
+    for (st_iter_first(fresh); st_iter_valid(fresh); st_iter_next(fresh))
+        nfresh++;
+    assert_int_equal(st_iter_status(fresh), ST_OK);
+    assert_int_equal(nfresh, 2000);
+    st_iter_destroy(fresh);
     /* The reader that began before still sees the old contents, to the end. */
     int n = 0;
     for (st_iter_first(old_reader); st_iter_valid(old_reader); st_iter_next(old_reader)) {
