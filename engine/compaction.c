@@ -396,11 +396,14 @@ static st_status run(st_db *db, compaction *c, uint64_t smallest_snapshot, uint6
             st_buf_append(&e.compact_ptr[c->level], largest->data, largest->len);
     }
     if (s) {
-        /* Nothing reached the MANIFEST: the outputs are garbage. */
+        /* Nothing reached the MANIFEST: the outputs are garbage. Keep the failure's message. */
+        char saved[512];
+        snprintf(saved, sizeof(saved), "%s", st_errmsg());
         st_sst_builder_destroy(ms.builder);
         ms.builder = NULL;
         for (size_t i = 0; i < ms.noutputs; i++)
             st_sst_remove(db->env, db->sst_dir, ms.outputs[i]->number);
+        st_error(s, "%s", saved);
         goto done;
     }
     if ((s = st_db_apply_edit(db, &e, generation, &stale)))

@@ -1268,22 +1268,59 @@ static st_status check_options(const st_options *o)
     return ST_OK;
 }
 
-/* Whether `dir` holds nothing but what a database creation cut short may leave: the lock and the
-   sst/ and wal/ directories, which are made before CURRENT. */
-static st_status dir_is_empty(st_db *db, bool *empty)
+/* Whether directory `path` holds only files matching `ok` (a missing directory holds none). */
+static st_status only_files(st_db *db, const char *path,
+                            bool (*ok)(st_db *, const char *, const char *), bool *only)
 {
     char **names;
     size_t count;
-    st_status s = db->env->list(db->env, db->dir, &names, &count);
+    *only = true;
+    st_status s = db->env->list(db->env, path, &names, &count);
+    if (s == ST_NOT_FOUND)
+        return ST_OK;
     if (s)
         return s;
-    *empty = true;
-    for (size_t i = 0; i < count; i++)
-        if (strcmp(names[i], "LOCK") != 0 && strcmp(names[i], "sst") != 0 &&
-            strcmp(names[i], "wal") != 0)
-            *empty = false;
+    for (size_t i = 0; i < count && *only; i++)
+        *only = ok(db, path, names[i]);
     st_env_free_names(names, count);
     return ST_OK;
+}
+
+static bool creation_leftover(st_db *db, const char *dir, const char *name)
+{
+    uint64_t n;
+    st_file_type t = st_parse_filename(name, &n);
+    if (t == ST_FILE_LOCK || t == ST_FILE_TEMP || t == ST_FILE_MANIFEST)
+        return true;
+    if (t == ST_FILE_WAL) {
+        /* A segment with nothing in it holds nothing to lose. */
+        char path[4096];
+        uint64_t size = 1;
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        return db->env->file_size(db->env, path, &size) == ST_OK && size == 0;
+    }
+    return false;
+}
+
+static bool top_level_leftover(st_db *db, const char *dir, const char *name)
+{
+    char path[4096];
+    bool only = false;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (strcmp(name, "sst") == 0 || strcmp(name, "wal") == 0)
+        return only_files(db, path, creation_leftover, &only) == ST_OK && only;
+    return creation_leftover(db, dir, name);
+}
+
+/*
+ * Whether `dir`, which has no CURRENT, holds only what a database creation cut short leaves
+ * behind (the lock, MANIFESTs and temporary files written before CURRENT, empty sst/ and wal/):
+ * then it is safe to create the database afresh. A directory with tables or WAL data but no
+ * CURRENT is not: that is a damaged database, not an empty one.
+ */
+static st_status dir_is_empty(st_db *db, bool *empty)
+{
+    return only_files(db, db->dir, top_level_leftover, empty);
 }
 
 typedef struct replay_ctx {
@@ -1323,6 +1360,37 @@ static st_status replay_record(void *arg, const st_wal_found *rec)
     return s;
 }
 
+/*
+ * Every table the MANIFEST names must have its three files: a missing one means damage (or a
+ * MANIFEST whose last edit was lost), and reads would otherwise treat its keys as absent.
+ */
+static st_status check_tables(st_db *db)
+{
+    static const char *const exts[] = {".dat", ".idx", ".meta"};
+    char path[4096];
+    st_version *v = db->vs->current;
+    for (int l = 0; l < ST_NUM_LEVELS; l++) {
+        for (uint32_t i = 0; i < v->nfiles[l]; i++) {
+            for (int e = 0; e < 3; e++) {
+                st_numbered_path(path, sizeof(path), db->sst_dir, v->files[l][i]->number, exts[e]);
+                if (db->env->exists(db->env, path))
+                    continue;
+                if (db->vs->manifest_torn_bytes)
+                    return st_error(ST_CORRUPTION,
+                                    "MANIFEST-%06" PRIu64 " ends in %" PRIu64
+                                    " damaged bytes, and the version before them names %s, "
+                                    "which is missing: the damaged edit was needed",
+                                    db->vs->recovered_manifest, db->vs->manifest_torn_bytes, path);
+                return st_error(ST_CORRUPTION,
+                                "%s is missing, but MANIFEST-%06" PRIu64 " names table %06" PRIu64
+                                " in L%d",
+                                path, db->vs->recovered_manifest, v->files[l][i]->number, l);
+            }
+        }
+    }
+    return ST_OK;
+}
+
 static st_status open_files(st_db *db)
 {
     st_status s;
@@ -1338,7 +1406,9 @@ static st_status open_files(st_db *db)
             goto done;
         if (!empty) {
             s = st_error(ST_INVALID_ARGUMENT,
-                         "%s is not a strata database (it has files but no CURRENT)", db->dir);
+                         "%s is not a strata database (it has files but no CURRENT; if it was one, "
+                         "its CURRENT file is lost)",
+                         db->dir);
             goto done;
         }
         if (!db->opts.create_if_missing) {
@@ -1412,7 +1482,8 @@ st_status st_db_open(const char *dir, const st_options *opts, st_db **out)
     }
     st_table_options to = {db->env, NULL, opts->mmap_reads};
     if ((s = st_graveyard_create(&db->graveyard)) ||
-        (s = st_vset_create(db->env, dir, db->graveyard, &db->vs)) || (s = open_files(db)))
+        (s = st_vset_create(db->env, dir, db->graveyard, &db->vs)) || (s = open_files(db)) ||
+        (s = check_tables(db)))
         goto fail;
     if (opts->block_cache_bytes && (s = st_cache_create(opts->block_cache_bytes, &db->block_cache)))
         goto fail;
@@ -1428,8 +1499,18 @@ st_status st_db_open(const char *dir, const st_options *opts, st_db **out)
             atomic_store(&db->vs->next_file, db->wal->segs[i].number + 1);
 
     replay_ctx rc = {db, db->vs->flushed_seq};
-    if ((s = st_wal_recover(db->wal, db->vs->flushed_seq, replay_record, &rc, log_thunk, db)))
+    if ((s = st_wal_recover(db->wal, db->vs->flushed_seq, replay_record, &rc, log_thunk, db))) {
+        if (s == ST_CORRUPTION && db->vs->manifest_torn_bytes) {
+            /* The WAL and the tables disagree because the MANIFEST lost its last edit. */
+            char msg[512];
+            snprintf(msg, sizeof(msg), "%s", st_errmsg());
+            s = st_error(ST_CORRUPTION,
+                         "MANIFEST-%06" PRIu64 " ends in %" PRIu64
+                         " damaged bytes, and the version before them does not fit the WAL: %s",
+                         db->vs->recovered_manifest, db->vs->manifest_torn_bytes, msg);
+        }
         goto fail;
+    }
     db->last_seq =
         db->wal->last_seq > db->vs->flushed_seq ? db->wal->last_seq : db->vs->flushed_seq;
     if (db->wal->last_seq == 0 || db->wal->last_seq < db->vs->flushed_seq) {
@@ -1444,6 +1525,15 @@ st_status st_db_open(const char *dir, const st_options *opts, st_db **out)
     if ((s = remove_orphans(db)) || (s = install_sv(db)))
         goto fail;
 
+    {
+        /* Logged before the background threads start changing the version. */
+        st_version *v = db->vs->current;
+        st_db_logf(db,
+                   "open dir=%s last_seq=%" PRIu64 " flushed_seq=%" PRIu64
+                   " pending=%zu L0=%u L1=%u L2=%u",
+                   dir, db->last_seq, db->vs->flushed_seq, db->npending, v->nfiles[0], v->nfiles[1],
+                   v->nfiles[2]);
+    }
     if (pthread_create(&db->flush_thread, NULL, flush_thread, db) != 0) {
         s = st_error(ST_IO_ERROR, "cannot start the flush thread");
         goto fail;
@@ -1459,14 +1549,6 @@ st_status st_db_open(const char *dir, const st_options *opts, st_db **out)
     }
     db->threads_started = true;
     st_db_delete_obsolete(db);
-    {
-        st_version *v = db->vs->current;
-        st_db_logf(db,
-                   "open dir=%s last_seq=%" PRIu64 " flushed_seq=%" PRIu64
-                   " pending=%zu L0=%u L1=%u L2=%u",
-                   dir, db->last_seq, db->vs->flushed_seq, db->npending, v->nfiles[0], v->nfiles[1],
-                   v->nfiles[2]);
-    }
     *out = db;
     return ST_OK;
 fail : {

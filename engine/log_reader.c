@@ -30,6 +30,7 @@ struct st_log_reader {
     uint64_t good_end; /* just past the last record returned */
     uint64_t restart;  /* where the current attempt started: good_end, or a skip target */
     uint64_t torn;     /* torn bytes reported by the last NOT_FOUND */
+    bool strict;       /* a whole fragment that fails its checks is never a torn tail */
 };
 
 typedef enum {
@@ -47,6 +48,7 @@ typedef struct {
     uint64_t off;    /* file offset of the header */
     uint64_t end;    /* FRAG_OK: just past the payload */
     uint64_t eof_at; /* FRAG_EOF: where the file ends */
+    bool zeros;      /* FRAG_BAD: the header is all zeros (preallocated or never written) */
     char why[96];    /* FRAG_TRUNCATED / FRAG_BAD: what is wrong */
 } fragment;
 
@@ -91,6 +93,11 @@ void st_log_reader_destroy(st_log_reader *r)
 uint64_t st_log_reader_good_end(const st_log_reader *r)
 {
     return r->good_end;
+}
+
+void st_log_reader_set_strict(st_log_reader *r, bool strict)
+{
+    r->strict = strict;
 }
 
 uint64_t st_log_reader_torn_bytes(const st_log_reader *r)
@@ -253,9 +260,11 @@ static st_status read_fragment(st_log_reader *r, fragment *f)
     }
     const uint8_t *h = r->block + r->pos;
     size_t len = frag_length(h);
+    f->zeros = false;
     uint8_t type = h[6];
     if (type == ST_LOG_ZERO || type > ST_LOG_MAX_TYPE) {
         f->kind = FRAG_BAD;
+        f->zeros = type == ST_LOG_ZERO && len == 0 && st_get_fixed32(h) == 0;
         snprintf(f->why, sizeof(f->why), "unknown fragment type %u%s", (unsigned)type,
                  type == ST_LOG_ZERO ? " (zero-filled)" : "");
         return ST_OK;
@@ -345,8 +354,18 @@ st_status st_log_reader_next(st_log_reader *r, st_slice *record, uint64_t *recor
             /* A record still open here is a write cut short: nothing follows it. */
             return torn_tail(r, f.eof_at);
         case FRAG_TRUNCATED:
-        case FRAG_BAD:
             return damaged(r, f.off, in_rec, rec_off, f.off + 1, f.why);
+        case FRAG_BAD:
+            s = damaged(r, f.off, in_rec, rec_off, f.off + 1, f.why);
+            if (s == ST_NOT_FOUND && r->strict && !f.zeros) {
+                /* Whole, and still wrong: damage, not a write cut short. */
+                r->torn = 0;
+                return st_error(ST_CORRUPTION,
+                                "%s: the last record (at offset %llu) is complete but damaged: "
+                                "%s",
+                                r->name, (unsigned long long)f.off, f.why);
+            }
+            return s;
         case FRAG_OK:
             break;
         }

@@ -61,6 +61,14 @@ uint64_t st_log_reader_good_end(const st_log_reader *r);
 uint64_t st_log_reader_torn_bytes(const st_log_reader *r);
 
 /* Free the reader (not the file). Accepts NULL. */
+/*
+ * Strict mode, for logs whose every record is synced before anything relies on it (the
+ * MANIFEST): a damaged record at the end that is whole (its bytes all present, but its checksum,
+ * type or length wrong) is ST_CORRUPTION rather than a torn tail. A record the file ends inside
+ * of, or zeros, is still a torn tail: that is what a crash during the append leaves.
+ */
+void st_log_reader_set_strict(st_log_reader *r, bool strict);
+
 void st_log_reader_destroy(st_log_reader *r);
 
 #endif

@@ -163,10 +163,20 @@ static void turn_reverse(merger *m)
             while (st_it_valid(c) && st_ikey_cmp(st_it_key(c), k) == 0)
                 st_it_next(c);
         }
-        if (st_it_valid(c))
+        if (st_it_valid(c)) {
             st_it_prev(c);
-        else if (st_it_status(c) == ST_OK) /* past the end: the last entry is before k */
+        } else if (st_it_status(c) == ST_OK) {
+            /* Past the end: the last entry is before k, unless a memtable child took a newer
+               insert after k since the seek. Step back over anything that sorts after the
+               current entry (k, cur) in merged order. */
             st_it_seek_last(c);
+            while (st_it_valid(c)) {
+                int r = st_ikey_cmp(st_it_key(c), k);
+                if (r < 0 || (r == 0 && j < cur))
+                    break;
+                st_it_prev(c);
+            }
+        }
         /* else the child failed: leave it invalid, rebuild() notices */
     }
     m->dir = REVERSE;

@@ -353,6 +353,10 @@ void st_sst_builder_destroy(st_sst_builder *b)
 {
     if (!b)
         return;
+    /* Destroy often runs on a failure path: keep the message that explains the failure, not
+       the one of an unlink of a temporary file that was never created. */
+    char saved[512];
+    snprintf(saved, sizeof(saved), "%s", st_errmsg());
     if (b->dat)
         b->env->close(b->dat);
     if (!b->finished) {
@@ -360,6 +364,7 @@ void st_sst_builder_destroy(st_sst_builder *b)
             if (b->tmp[i])
                 b->env->unlink(b->env, b->tmp[i]);
     }
+    st_error(ST_OK, "%s", saved);
     for (int i = 0; i < NFILES; i++) {
         free(b->tmp[i]);
         free(b->final[i]);

@@ -317,18 +317,18 @@ st_status st_table_open(const st_table_options *o, const char *sst_dir, uint64_t
     }
 
     if ((s = read_whole(t->env, meta_path, &t->meta_buf, &n)) != ST_OK)
-        goto fail;
+        goto missing;
     t->props.meta_bytes = n;
     if ((s = parse_meta(t, meta_path, number)) != ST_OK)
         goto fail;
     if ((s = read_whole(t->env, idx_path, &t->idx_buf, &n)) != ST_OK)
-        goto fail;
+        goto missing;
     if ((s = parse_idx(t, idx_path, n)) != ST_OK)
         goto fail;
 
     uint64_t size;
     if ((s = t->env->open_readable(t->env, t->dat_path, &t->dat)) != ST_OK)
-        goto fail;
+        goto missing;
     if ((s = t->env->size(t->dat, &size)) != ST_OK)
         goto fail;
     if (size != t->props.dat_bytes) {
@@ -370,6 +370,14 @@ st_status st_table_open(const st_table_options *o, const char *sst_dir, uint64_t
     *out = t;
     return ST_OK;
 
+missing:
+    /* Only live tables are opened: a file of one that is gone is damage, not an absent key. */
+    if (s == ST_NOT_FOUND) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s", st_errmsg());
+        s = st_error(ST_CORRUPTION, "table %06" PRIu64 " is named by the MANIFEST but missing: %s",
+                     number, msg);
+    }
 fail:
     free(meta_path);
     free(idx_path);

@@ -41,7 +41,8 @@ typedef struct st_table_options {
  * its size against the .meta (and against expect_dat_bytes unless 0). If the env cannot map, the
  * table reads with pread instead. Refcount starts at 1. o->env and o->block_cache are borrowed
  * until the table is closed (the block cache must outlive every table that uses it); sst_dir is
- * borrowed for the call. ST_NOT_FOUND if a file is missing.
+ * borrowed for the call. ST_CORRUPTION naming the file if one is missing (only live tables are
+ * opened).
  */
 st_status st_table_open(const st_table_options *o, const char *sst_dir, uint64_t number,
                         uint64_t expect_dat_bytes, st_table **out);

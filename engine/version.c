@@ -698,13 +698,13 @@ static st_file_meta *find_number(const st_version *base, uint64_t number)
 }
 
 /*
- * The version `base` (may be NULL: empty) with edit e applied. Tables entering a version get
- * graveyard g, so that their files are deleted once no version holds them. A table that an edit
- * moves between levels (deleted from one, added to another) keeps its one st_file_meta: two
- * objects for one number would bury the number while the other still uses the files.
+ * The version `base` (may be NULL: empty) with edit e applied. A table that an edit moves
+ * between levels (deleted from one, added to another) keeps its one st_file_meta: two objects
+ * for one number would bury the number while the other still uses the files. New tables get no
+ * graveyard here: only st_vset_install gives them one, so a version that never became current
+ * (its MANIFEST write failed, though the edit may have reached the file) deletes nothing.
  */
-static st_status build_version(const st_version *base, const st_version_edit *e, st_graveyard *g,
-                               st_version **out)
+static st_status build_version(const st_version *base, const st_version_edit *e, st_version **out)
 {
     st_version *v = version_new();
     if (!v)
@@ -731,8 +731,6 @@ static st_status build_version(const st_version *base, const st_version_edit *e,
             st_file_meta *f = find_number(base, e->added[i].number);
             if (!f)
                 f = e->added[i].meta;
-            if (!f->graveyard)
-                f->graveyard = g;
             st_file_meta_ref(f);
             v->files[l][v->nfiles[l]++] = f;
         }
@@ -817,6 +815,7 @@ static st_status snapshot_edit(const st_version_set *vs, st_version_edit *e)
 static st_status write_new_manifest(st_version_set *vs, const st_version_edit *extra)
 {
     st_status s;
+    bool switching = false;
     st_version_edit snap;
     st_buf rec;
     st_file *f = NULL;
@@ -849,6 +848,7 @@ static st_status write_new_manifest(st_version_set *vs, const st_version_edit *e
     /* The new MANIFEST is durable; now switch CURRENT to it in one atomic rename. */
     size_t nl = strlen(name);
     name[nl] = '\n';
+    switching = true;
     if ((s = st_env_write_file_atomic(vs->env, vs->dir, cur, name, nl + 1)))
         goto fail;
     st_log_writer_destroy(vs->manifest);
@@ -858,7 +858,11 @@ static st_status write_new_manifest(st_version_set *vs, const st_version_edit *e
 fail:
     if (w) {
         st_log_writer_destroy(w);
-        vs->env->unlink(vs->env, path);
+        /* Once the switch was attempted CURRENT may name the new MANIFEST (the rename can land
+           and only the directory sync fail): keep it; the next open removes whichever of the
+           two CURRENT does not name. The caller refuses further writes either way. */
+        if (!switching)
+            vs->env->unlink(vs->env, path);
     }
     st_edit_free(&snap);
     st_buf_free(&rec);
@@ -932,6 +936,7 @@ st_status st_vset_recover(st_version_set *vs)
     }
     if ((s = st_log_reader_create(vs->env, f, name, 0, &r)))
         goto fail;
+    st_log_reader_set_strict(r, true);
     /* Tables dropped by edits being replayed were deleted long ago (or are orphans that open
        removes by listing the directory): do not bury them one by one. */
     graveyard = vs->graveyard;
@@ -960,7 +965,7 @@ st_status st_vset_recover(st_version_set *vs)
             s = st_error(ST_CORRUPTION, "%s: first edit does not give a format version", name);
         st_version *next = NULL;
         if (!s)
-            s = build_version(vs->current, &e, vs->graveyard, &next);
+            s = build_version(vs->current, &e, &next);
         if (!s) {
             st_version *old;
             st_vset_install(vs, &e, next, &old);
@@ -974,6 +979,8 @@ st_status st_vset_recover(st_version_set *vs)
         s = st_error(ST_CORRUPTION, "%s: holds no complete version edit", name);
         goto fail;
     }
+    vs->recovered_manifest = number;
+    vs->manifest_torn_bytes = st_log_reader_torn_bytes(r);
     if (atomic_load(&vs->next_file) <= number)
         atomic_store(&vs->next_file, number + 1);
     if ((s = st_version_check(vs->current)))
@@ -1007,7 +1014,7 @@ st_status st_vset_apply(st_version_set *vs, st_version_edit *e, st_version **nex
         e->has_next_file = true;
         e->next_file = atomic_load(&vs->next_file);
     }
-    if ((s = build_version(vs->current, e, vs->graveyard, &v)))
+    if ((s = build_version(vs->current, e, &v)))
         goto fail;
     if (st_log_writer_size(vs->manifest) > MANIFEST_ROLL_BYTES) {
         /* Start afresh: the new MANIFEST holds the current version and then this edit. */
@@ -1030,6 +1037,11 @@ fail:
 void st_vset_install(st_version_set *vs, const st_version_edit *e, st_version *next,
                      st_version **old)
 {
+    /* From now on these tables are the database's: delete their files once unreferenced. */
+    for (int l = 0; l < ST_NUM_LEVELS; l++)
+        for (uint32_t i = 0; i < next->nfiles[l]; i++)
+            if (!next->files[l][i]->graveyard)
+                next->files[l][i]->graveyard = vs->graveyard;
     absorb(vs, e);
     *old = vs->current;
     vs->current = next;

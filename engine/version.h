@@ -156,6 +156,8 @@ typedef struct st_version_set {
     uint64_t flushed_term; /* term of the record holding flushed_seq (0 if none) */
     uint64_t manifest_number;
     st_log_writer *manifest;           /* the live MANIFEST */
+    uint64_t recovered_manifest;       /* the MANIFEST recovery read (0 for a new database) */
+    uint64_t manifest_torn_bytes;      /* bytes recovery ignored at its end as a torn edit */
     st_buf compact_ptr[ST_NUM_LEVELS]; /* where the next round-robin pick starts, per level */
 } st_version_set;
 

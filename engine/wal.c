@@ -178,6 +178,9 @@ static st_status recover_segment(recover_state *rs, size_t idx, bool *torn, uint
         return s;
     if ((s = st_log_reader_create(w->env, f, name, 0, &r)))
         goto done;
+    /* A crash leaves a last record cut short (or zeros), never a whole one with a bad checksum:
+       that is damage to an acknowledged write, reported rather than dropped (as etcd does). */
+    st_log_reader_set_strict(r, true);
     for (;;) {
         st_wal_found found;
         s = st_log_reader_next(r, &found.record, &found.offset);

@@ -986,6 +986,55 @@ static void test_random_mutations(void **state)
     mem_free(m);
 }
 
+/* Strict mode: a whole last record that fails its checksum is damage; a cut-short one is not. */
+static void test_strict_tail(void **state)
+{
+    (void)state;
+    memfile *m = mem_new();
+    st_log_writer *w;
+    assert_int_equal(st_log_writer_create(&mem_env, (st_file *)m, 0, &w), ST_OK);
+    uint8_t rec[100];
+    make_record(rec, sizeof(rec), 1);
+    assert_int_equal(st_log_writer_add(w, rec, sizeof(rec)), ST_OK);
+    uint64_t last_start = st_log_writer_size(w);
+    make_record(rec, sizeof(rec), 2);
+    assert_int_equal(st_log_writer_add(w, rec, sizeof(rec)), ST_OK);
+    size_t len = m->data.len;
+    uint8_t *pristine = malloc(len);
+    memcpy(pristine, m->data.data, len);
+
+    for (int mode = 0; mode < 3; mode++) {
+        mem_set(m, pristine, len);
+        if (mode == 0)
+            m->data.data[last_start + ST_LOG_HEADER_SIZE + 50] ^= 0x10; /* a flipped bit */
+        else if (mode == 1)
+            m->data.len = len - 30; /* cut short */
+        else
+            memset(m->data.data + last_start, 0, len - last_start); /* zeros */
+        for (int strict = 0; strict < 2; strict++) {
+            st_log_reader *r;
+            assert_int_equal(st_log_reader_create(&mem_env, (st_file *)m, "strict.log", 0, &r),
+                             ST_OK);
+            st_log_reader_set_strict(r, strict);
+            st_slice got;
+            assert_int_equal(st_log_reader_next(r, &got, NULL), ST_OK);
+            assert_true(record_is(got, sizeof(rec), 1));
+            st_status s = st_log_reader_next(r, &got, NULL);
+            if (strict && mode == 0) {
+                assert_int_equal(s, ST_CORRUPTION);
+                assert_non_null(strstr(st_errmsg(), "strict.log"));
+            } else {
+                assert_int_equal(s, ST_NOT_FOUND);
+                assert_true(st_log_reader_good_end(r) == last_start);
+            }
+            st_log_reader_destroy(r);
+        }
+    }
+    free(pristine);
+    st_log_writer_destroy(w);
+    mem_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1003,6 +1052,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_sync, setup, teardown),
         cmocka_unit_test(test_random_mutations),
+        cmocka_unit_test(test_strict_tail),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }

@@ -211,8 +211,8 @@ static void test_errors(void **state)
     st_table_cache *tc;
     assert_int_equal(st_table_cache_create(&o, dir, 4, &tc), ST_OK);
     st_table *t = NULL;
-    /* Missing table: NOT_FOUND naming the file, nothing cached. */
-    assert_int_equal(st_table_cache_get(tc, 777, 0, &t), ST_NOT_FOUND);
+    /* Missing table: CORRUPTION naming the file, nothing cached. */
+    assert_int_equal(st_table_cache_get(tc, 777, 0, &t), ST_CORRUPTION);
     assert_null(t);
     assert_non_null(strstr(st_errmsg(), "000777"));
     assert_int_equal(st_table_cache_size(tc), 0);

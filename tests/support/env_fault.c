@@ -464,6 +464,9 @@ static st_status fault_append(st_file *file, const void *data, size_t n)
         injected = ST_NO_SPACE;
         write_n = (size_t)fe->budget;
     }
+    /* Reserve the space now, under the lock: two appends near the limit must not both fit. */
+    if (fe->budget != UINT64_MAX)
+        fe->budget -= write_n;
     if (injected != ST_OK && counted)
         fe->stats.injected++;
     fe->inflight++;
@@ -473,10 +476,10 @@ static st_status fault_append(st_file *file, const void *data, size_t n)
 
     pthread_mutex_lock(&fe->mu);
     if (s == ST_OK) {
-        if (fe->budget != UINT64_MAX)
-            fe->budget -= write_n;
         if (counted)
             fe->stats.append_bytes += write_n;
+    } else if (fe->budget != UINT64_MAX) {
+        fe->budget += write_n; /* nothing was written: give the reservation back */
     }
     leave(fe);
     pthread_mutex_unlock(&fe->mu);
