@@ -68,8 +68,8 @@ typedef struct st_replica_options {
     uint32_t election_ms;        /* election timeout is random in [election_ms, 2 × election_ms);
                                     default 300 */
     uint64_t wal_retain_bytes;   /* WAL kept for lagging followers; default 256 MiB */
-    size_t max_append_bytes;     /* records per Append message; default 1 MiB */
-    size_t max_inflight_bytes;   /* unacknowledged bytes per follower; default 8 MiB */
+    size_t max_append_bytes;     /* records per Append message; default 256 KiB */
+    size_t max_inflight_bytes;   /* unacknowledged bytes per follower; default 1 MiB */
     size_t snapshot_chunk_bytes; /* default 1 MiB */
     st_replica_net net;
     /* Called after records are applied (the applied sequence grew to `seq`), e.g. to release

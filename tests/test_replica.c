@@ -54,6 +54,9 @@ struct node {
     bool link_running[N + 1];
     uint64_t link_term;
     atomic_bool up;
+    /* Held for reading while another node's thread calls into r, for writing while r is
+       created or destroyed: a crashing node must not vanish under a delivery in progress. */
+    pthread_rwlock_t life;
 };
 
 static bool is_cut(cluster_t *c, uint32_t a, uint32_t b)
@@ -101,13 +104,19 @@ static void *link_main(void *p)
         assert_non_null(m);
         node *peer = c->nodes[la->peer];
         Strata__V1__FollowerMessage ans;
-        s = st_replica_on_leader_message(peer->r, m, &ans);
+        pthread_rwlock_rdlock(&peer->life);
+        if (atomic_load(&peer->up) && peer->r)
+            s = st_replica_on_leader_message(peer->r, m, &ans);
+        else
+            s = ST_SHUTDOWN;
+        pthread_rwlock_unlock(&peer->life);
         strata__v1__leader_message__free_unpacked(m, NULL);
         if (s == ST_OK && !is_cut(c, la->peer, n->id))
             st_replica_on_follower_message(n->r, la->peer, la->term, &ans);
         else
             st_replica_link_down(n->r, la->peer, la->term);
-        st_replica_answer_free(&ans);
+        if (s == ST_OK)
+            st_replica_answer_free(&ans);
     }
     st_buf_free(&buf);
     free(la);
@@ -145,9 +154,18 @@ static void *vote_main(void *p)
     cluster_t *c = va->from->c;
     if (!is_cut(c, va->from->id, va->to) && !is_cut(c, va->to, va->from->id)) {
         Strata__V1__VoteResponse a;
-        st_replica_on_vote_request(c->nodes[va->to]->r, &va->req, &a);
-        if (!is_cut(c, va->to, va->from->id) && atomic_load(&va->from->up))
-            st_replica_on_vote_response(va->from->r, va->to, &va->req, &a);
+        node *to = c->nodes[va->to], *from = va->from;
+        bool answered = false;
+        pthread_rwlock_rdlock(&to->life);
+        if (atomic_load(&to->up) && to->r) {
+            st_replica_on_vote_request(to->r, &va->req, &a);
+            answered = true;
+        }
+        pthread_rwlock_unlock(&to->life);
+        pthread_rwlock_rdlock(&from->life);
+        if (answered && !is_cut(c, va->to, from->id) && atomic_load(&from->up) && from->r)
+            st_replica_on_vote_response(from->r, va->to, &va->req, &a);
+        pthread_rwlock_unlock(&from->life);
     }
     free(va);
     return NULL;
@@ -182,6 +200,7 @@ static void node_start(cluster_t *c, uint32_t id)
         n->dir = st_test_path(c->base, tag);
         n->dbdir = st_test_path(n->dir, "db");
         pthread_mutex_init(&n->mu, NULL);
+        pthread_rwlock_init(&n->life, NULL);
         st_env_posix()->mkdir(st_env_posix(), n->dir);
     }
     st_options o;
@@ -208,11 +227,14 @@ static void node_start(cluster_t *c, uint32_t id)
         ro.log = log_line;
         ro.log_ctx = n;
     }
-    atomic_store(&n->up, true);
     pthread_mutex_lock(&c->mu);
     c->nodes[id] = n;
     pthread_mutex_unlock(&c->mu);
-    assert_int_equal(st_replica_create(&ro, n->db, &n->r), ST_OK);
+    pthread_rwlock_wrlock(&n->life);
+    st_status s = st_replica_create(&ro, n->db, &n->r);
+    atomic_store(&n->up, s == ST_OK);
+    pthread_rwlock_unlock(&n->life);
+    assert_int_equal(s, ST_OK);
 }
 
 /* Crash the node: its replica and engine go away without a flush. */
@@ -226,10 +248,11 @@ static void node_stop(cluster_t *c, uint32_t id)
             pthread_join(n->links[p], NULL);
         n->link_running[p] = false;
     }
-    /* Others may still be delivering to it: give in-flight calls a moment. */
-    sleep_ms(30);
+    /* Wait for deliveries in progress from other nodes' threads to leave. */
+    pthread_rwlock_wrlock(&n->life);
     st_replica_destroy(n->r);
     n->r = NULL;
+    pthread_rwlock_unlock(&n->life);
     st_db_close(n->db);
     n->db = NULL;
 }
@@ -261,6 +284,7 @@ static void cluster_free(cluster_t *c)
             continue;
         free(n->dir);
         free(n->dbdir);
+        pthread_rwlock_destroy(&n->life);
         free(n);
     }
     st_test_rmdir(c->base);
