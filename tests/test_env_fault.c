@@ -590,6 +590,9 @@ static void *work(void *arg)
     char *path = st_test_path(w->fx->dir, name);
     st_file *f;
     if (env->open_writable(env, path, true, &f) != ST_OK) {
+        /* The power went before this thread got going (a loaded machine): that is a failure
+           seen too. */
+        w->saw_failure = true;
         free(path);
         return NULL;
     }
