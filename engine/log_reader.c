@@ -262,14 +262,22 @@ static st_status read_fragment(st_log_reader *r, fragment *f)
     size_t len = frag_length(h);
     f->zeros = false;
     uint8_t type = h[6];
-    if (type == ST_LOG_ZERO || type > ST_LOG_MAX_TYPE) {
+    if (type == ST_LOG_ZERO && len == 0 && st_get_fixed32(h) == 0) {
         f->kind = FRAG_BAD;
-        f->zeros = type == ST_LOG_ZERO && len == 0 && st_get_fixed32(h) == 0;
-        snprintf(f->why, sizeof(f->why), "unknown fragment type %u%s", (unsigned)type,
-                 type == ST_LOG_ZERO ? " (zero-filled)" : "");
+        f->zeros = true;
+        snprintf(f->why, sizeof(f->why), "unknown fragment type 0 (zero-filled)");
         return ST_OK;
     }
     if (len > ST_LOG_BLOCK_SIZE - r->pos - ST_LOG_HEADER_SIZE) {
+        s = fill(r, ST_LOG_BLOCK_SIZE);
+        if (s != ST_OK)
+            return s;
+        if (r->block_len < ST_LOG_BLOCK_SIZE) {
+            /* The file ends inside this block: a write cut short, not a damaged length. */
+            f->kind = FRAG_TRUNCATED;
+            snprintf(f->why, sizeof(f->why), "the file ends inside a fragment of %zu bytes", len);
+            return ST_OK;
+        }
         f->kind = FRAG_BAD;
         snprintf(f->why, sizeof(f->why), "fragment length %zu runs past the end of its block", len);
         return ST_OK;
@@ -281,6 +289,13 @@ static st_status read_fragment(st_log_reader *r, fragment *f)
     if (r->block_len < r->pos + ST_LOG_HEADER_SIZE + len) {
         f->kind = FRAG_TRUNCATED;
         snprintf(f->why, sizeof(f->why), "the file ends inside a fragment of %zu bytes", len);
+        return ST_OK;
+    }
+    /* The type is judged only once the fragment is known to be whole: a write cut short is
+     * torn, whatever its header's bytes say. */
+    if (type == ST_LOG_ZERO || type > ST_LOG_MAX_TYPE) {
+        f->kind = FRAG_BAD;
+        snprintf(f->why, sizeof(f->why), "unknown fragment type %u", (unsigned)type);
         return ST_OK;
     }
     if (!crc_ok(h, len)) {
