@@ -1,12 +1,20 @@
 /*
  * cli.c - `strata`, the command-line client of strata-node.
  *
- *   strata [--addr HOST:PORT] [--timeout MS] [--hex | --escape] COMMAND ...
+ *   strata [--addr HOST:PORT[,HOST:PORT...]] [--timeout MS] [--hex | --escape] [--verbose]
+ *          COMMAND ...
  *     put KEY [VALUE]        VALUE from the argument, or from stdin when absent or "-"
  *     get KEY
  *     del KEY
  *     scan [START [END]] [--limit N] [--reverse]
  *     status
+ *     promote NODE_ID        hand leadership of the cluster to NODE_ID
+ *     step-down              hand it to the most up-to-date follower
+ *     health [SERVICE]       the gRPC health service's answer (exit 0 only when SERVING)
+ *
+ * Clusters: --addr may list several nodes; the first that can be reached is used. A call
+ * answered FAILED_PRECONDITION with the leader's address (trailing metadata "strata-leader",
+ * e.g. a write sent to a follower) is sent once more, to the leader; --verbose says so.
  *
  * Bytes: with --hex, KEY/VALUE/START/END arguments are hex and output is hex; with --escape,
  * arguments may hold C escapes (\n, \t, \\, \xNN) and output is escaped. Otherwise arguments
@@ -28,6 +36,7 @@
 #include <unistd.h>
 
 #include "node/rpc_client.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "node/status_codes.h"
 #include "strata/v1/admin.pb-c.h"
 #include "strata/v1/kv.pb-c.h"
@@ -45,27 +54,35 @@ typedef struct bytes {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: strata [--addr HOST:PORT] [--timeout MS] [--hex | --escape] COMMAND ...\n"
-               "\n"
-               "Commands:\n"
-               "  put KEY [VALUE]                 set KEY; VALUE from stdin when absent or '-'\n"
-               "  get KEY                         print the value of KEY\n"
-               "  del KEY                         delete KEY\n"
-               "  scan [START [END]] [--limit N] [--reverse]\n"
-               "                                  print key<TAB>value lines for [START, END)\n"
-               "  status                          print the node's state and counters\n"
-               "\n"
-               "Options:\n"
-               "  --addr HOST:PORT   node address (default 127.0.0.1:7400)\n"
-               "  --timeout MS       deadline of each call (default 10000)\n"
-               "  --hex              arguments and output in hex\n"
-               "  --escape           arguments and output with C escapes (\\n \\t \\\\ \\xNN)\n"
-               "  --limit N          scan: at most N pairs\n"
-               "  --reverse          scan: largest key first\n"
-               "  --help             this text\n"
-               "\n"
-               "get writes the raw value when stdout is not a terminal. Exit status: 0 ok,\n"
-               "1 not found, 2 usage error, 3 server or RPC error.\n");
+    fprintf(f,
+            "Usage: strata [--addr HOST:PORT[,...]] [--timeout MS] [--hex | --escape] COMMAND ...\n"
+            "\n"
+            "Commands:\n"
+            "  put KEY [VALUE]                 set KEY; VALUE from stdin when absent or '-'\n"
+            "  get KEY                         print the value of KEY\n"
+            "  del KEY                         delete KEY\n"
+            "  scan [START [END]] [--limit N] [--reverse]\n"
+            "                                  print key<TAB>value lines for [START, END)\n"
+            "  status                          print the node's state and counters\n"
+            "  promote NODE_ID                 make NODE_ID the cluster's leader\n"
+            "  step-down                       hand leadership to the best follower\n"
+            "  health [SERVICE]                grpc.health.v1 Check: prints SERVING (exit 0) or\n"
+            "                                  NOT_SERVING / SERVICE_UNKNOWN (exit 3); SERVICE\n"
+            "                                  strata.v1.KV.leader is SERVING on the leader only\n"
+            "\n"
+            "Options:\n"
+            "  --addr HOST:PORT   node address (default 127.0.0.1:7400); a comma list tries\n"
+            "                     each until one can be reached\n"
+            "  --verbose          say when a call is redirected to the leader\n"
+            "  --timeout MS       deadline of each call (default 10000)\n"
+            "  --hex              arguments and output in hex\n"
+            "  --escape           arguments and output with C escapes (\\n \\t \\\\ \\xNN)\n"
+            "  --limit N          scan: at most N pairs\n"
+            "  --reverse          scan: largest key first\n"
+            "  --help             this text\n"
+            "\n"
+            "get writes the raw value when stdout is not a terminal. Exit status: 0 ok,\n"
+            "1 not found, 2 usage error, 3 server or RPC error.\n");
 }
 
 static int hexval(int c)
@@ -215,7 +232,79 @@ static uint8_t *pack(const ProtobufCMessage *m, size_t *len)
     return buf;
 }
 
-static int cmd_put(st_rpc_client *c, int64_t timeout, out_mode mode, int argc, char **argv)
+/* The node(s) the commands talk to: --addr, possibly a comma list. */
+typedef struct conn {
+    const char *list; /* --addr as given */
+    char *addrs[16];
+    size_t naddrs;
+    int64_t timeout;
+    bool verbose;
+    st_rpc_client *c; /* NULL until one address is chosen */
+    char addr[256];   /* the chosen one */
+    bool redirected;  /* a call went to the leader already */
+} conn;
+
+/* Choose the address to use: the only one, or the first of the list that can be reached. */
+static bool conn_open(conn *k)
+{
+    if (k->c)
+        return true;
+    for (size_t i = 0; i < k->naddrs; i++) {
+        st_rpc_client *c = st_rpc_client_create(k->addrs[i], 0);
+        if (!c)
+            continue;
+        int64_t wait = k->timeout < 3000 ? k->timeout : 3000;
+        if (k->naddrs == 1 || st_rpc_client_ready(c, wait)) {
+            k->c = c;
+            snprintf(k->addr, sizeof(k->addr), "%s", k->addrs[i]);
+            return true;
+        }
+        if (k->verbose)
+            fprintf(stderr, "strata: %s cannot be reached; trying the next address\n", k->addrs[i]);
+        st_rpc_client_destroy(c);
+    }
+    return false;
+}
+
+/*
+ * A unary call on the chosen node. FAILED_PRECONDITION naming the leader (trailing metadata
+ * "strata-leader") is retried once at the leader, which is then used for later calls.
+ */
+static void conn_unary(conn *k, const char *method, const uint8_t *req, size_t len,
+                       st_rpc_result *r)
+{
+    if (!conn_open(k)) {
+        memset(r, 0, sizeof(*r));
+        r->code = GRPC_STATUS_UNAVAILABLE;
+        size_t n = strlen(k->list) + 64;
+        r->details = malloc(n);
+        if (r->details)
+            snprintf(r->details, n, "none of the addresses %s can be reached", k->list);
+        return;
+    }
+    st_rpc_unary(k->c, method, req, len, true, k->timeout, r);
+    const char *leader = r->code == GRPC_STATUS_FAILED_PRECONDITION
+                             ? st_rpc_result_trailer(r, "strata-leader")
+                             : NULL;
+    if (!leader || !*leader || k->redirected || strcmp(leader, k->addr) == 0)
+        return;
+    k->redirected = true;
+    char target[256];
+    snprintf(target, sizeof(target), "%s", leader);
+    st_rpc_client *c = st_rpc_client_create(target, 0);
+    if (!c)
+        return;
+    if (k->verbose)
+        fprintf(stderr, "strata: %s is not the leader; sending to the leader at %s\n", k->addr,
+                target);
+    st_rpc_client_destroy(k->c);
+    k->c = c;
+    snprintf(k->addr, sizeof(k->addr), "%s", target);
+    st_rpc_result_free(r);
+    st_rpc_unary(k->c, method, req, len, true, k->timeout, r);
+}
+
+static int cmd_put(conn *k, out_mode mode, int argc, char **argv)
 {
     if (argc < 1 || argc > 2) {
         fprintf(stderr, "strata: put takes KEY [VALUE]\n");
@@ -247,7 +336,7 @@ static int cmd_put(st_rpc_client *c, int64_t timeout, out_mode mode, int argc, c
     size_t len;
     uint8_t *req = pack(&q.base, &len);
     st_rpc_result r;
-    st_rpc_unary(c, "/strata.v1.KV/Put", req, len, true, timeout, &r);
+    conn_unary(k, "/strata.v1.KV/Put", req, len, &r);
     free(req);
     if (r.code != GRPC_STATUS_OK) {
         rc = rpc_error("put", &r);
@@ -264,7 +353,7 @@ out:
     return rc;
 }
 
-static int cmd_get(st_rpc_client *c, int64_t timeout, out_mode mode, int argc, char **argv)
+static int cmd_get(conn *k, out_mode mode, int argc, char **argv)
 {
     if (argc != 1) {
         fprintf(stderr, "strata: get takes KEY\n");
@@ -283,7 +372,7 @@ static int cmd_get(st_rpc_client *c, int64_t timeout, out_mode mode, int argc, c
     size_t len;
     uint8_t *req = pack(&q.base, &len);
     st_rpc_result r;
-    st_rpc_unary(c, "/strata.v1.KV/Get", req, len, true, timeout, &r);
+    conn_unary(k, "/strata.v1.KV/Get", req, len, &r);
     free(req);
     free(key.data);
     int rc = 0;
@@ -310,7 +399,7 @@ static int cmd_get(st_rpc_client *c, int64_t timeout, out_mode mode, int argc, c
     return rc;
 }
 
-static int cmd_del(st_rpc_client *c, int64_t timeout, out_mode mode, int argc, char **argv)
+static int cmd_del(conn *k, out_mode mode, int argc, char **argv)
 {
     if (argc != 1) {
         fprintf(stderr, "strata: del takes KEY\n");
@@ -329,7 +418,7 @@ static int cmd_del(st_rpc_client *c, int64_t timeout, out_mode mode, int argc, c
     size_t len;
     uint8_t *req = pack(&q.base, &len);
     st_rpc_result r;
-    st_rpc_unary(c, "/strata.v1.KV/Delete", req, len, true, timeout, &r);
+    conn_unary(k, "/strata.v1.KV/Delete", req, len, &r);
     free(req);
     free(key.data);
     int rc = 0;
@@ -345,8 +434,7 @@ static int cmd_del(st_rpc_client *c, int64_t timeout, out_mode mode, int argc, c
     return rc;
 }
 
-static int cmd_scan(st_rpc_client *c, int64_t timeout, out_mode mode, uint64_t limit, bool reverse,
-                    int argc, char **argv)
+static int cmd_scan(conn *k, out_mode mode, uint64_t limit, bool reverse, int argc, char **argv)
 {
     if (argc > 2) {
         fprintf(stderr, "strata: scan takes [START [END]]\n");
@@ -369,8 +457,15 @@ static int cmd_scan(st_rpc_client *c, int64_t timeout, out_mode mode, uint64_t l
     q.reverse = reverse;
     size_t len;
     uint8_t *req = pack(&q.base, &len);
-    st_rpc_stream *s = st_rpc_stream_open(c, "/strata.v1.KV/Scan", req, len, timeout);
+    st_rpc_stream *s =
+        conn_open(k) ? st_rpc_stream_open(k->c, "/strata.v1.KV/Scan", req, len, k->timeout) : NULL;
     free(req);
+    if (!s && !k->c) {
+        fprintf(stderr, "strata: scan: UNAVAILABLE: none of the addresses %s can be reached\n",
+                k->list);
+        rc = EXIT_RPC;
+        goto out;
+    }
     if (!s) {
         fprintf(stderr, "strata: scan: cannot start the call\n");
         rc = EXIT_RPC;
@@ -407,7 +502,7 @@ out:
     return rc;
 }
 
-static int cmd_status(st_rpc_client *c, int64_t timeout, int argc)
+static int cmd_status(conn *k, int argc)
 {
     if (argc != 0) {
         fprintf(stderr, "strata: status takes no arguments\n");
@@ -417,7 +512,7 @@ static int cmd_status(st_rpc_client *c, int64_t timeout, int argc)
     size_t len;
     uint8_t *req = pack(&q.base, &len);
     st_rpc_result r;
-    st_rpc_unary(c, "/strata.v1.Admin/Status", req, len, true, timeout, &r);
+    conn_unary(k, "/strata.v1.Admin/Status", req, len, &r);
     free(req);
     int rc = 0;
     if (r.code != GRPC_STATUS_OK) {
@@ -433,6 +528,22 @@ static int cmd_status(st_rpc_client *c, int64_t timeout, int argc)
     }
     printf("node_id: %" PRIu64 "\n", p->node_id);
     printf("role: %s\n", p->role);
+    if (strcmp(p->role, "standalone") != 0) {
+        printf("term: %" PRIu64 "\n", p->term);
+        if (p->leader_id)
+            printf("leader: %u at %s\n", p->leader_id, p->leader_addr);
+        else
+            printf("leader: unknown\n");
+        printf("commit_seq: %" PRIu64 "\n", p->commit_seq);
+        for (size_t i = 0; i < p->n_peers; i++) {
+            const Strata__V1__PeerStatus *ps = p->peers[i];
+            printf("peer %u: %s", ps->id, ps->address);
+            if (ps->state && *ps->state)
+                printf(" state=%s match_seq=%" PRIu64 " lag_records=%" PRIu64 " lag_ms=%" PRIu64,
+                       ps->state, ps->match_seq, ps->lag_records, ps->lag_ms);
+            printf("\n");
+        }
+    }
     printf("version: %s\n", p->version);
     printf("uptime_seconds: %" PRIu64 "\n", p->uptime_seconds);
     printf("last_seq: %" PRIu64 "\n", p->last_seq);
@@ -459,14 +570,127 @@ static int cmd_status(st_rpc_client *c, int64_t timeout, int argc)
     return rc;
 }
 
+/*
+ * grpc.health.v1.Health/Check of SERVICE ("" = the node as a whole; "strata.v1.KV.leader" =
+ * whether it is the leader) at the first reachable address. Prints the serving status; exit 0
+ * only when SERVING, so that scripts and container health checks can test it.
+ */
+static int cmd_health(conn *k, int argc, char **argv)
+{
+    if (argc > 1) {
+        fprintf(stderr, "strata: health takes at most one SERVICE name\n");
+        return EXIT_USAGE;
+    }
+    Grpc__Health__V1__HealthCheckRequest q = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    q.service = argc == 1 ? argv[0] : "";
+    size_t len;
+    uint8_t *req = pack(&q.base, &len);
+    st_rpc_result r;
+    if (!conn_open(k)) {
+        free(req);
+        fprintf(stderr, "strata: health: none of the addresses %s can be reached\n", k->list);
+        return EXIT_RPC;
+    }
+    st_rpc_unary(k->c, "/grpc.health.v1.Health/Check", req, len, true, k->timeout, &r);
+    free(req);
+    int rc;
+    if (r.code != GRPC_STATUS_OK) {
+        rc = rpc_error("health", &r);
+        st_rpc_result_free(&r);
+        return rc;
+    }
+    Grpc__Health__V1__HealthCheckResponse *p =
+        grpc__health__v1__health_check_response__unpack(NULL, r.resp_len, r.resp);
+    st_rpc_result_free(&r);
+    if (!p) {
+        fprintf(stderr, "strata: health: the response does not parse\n");
+        return EXIT_RPC;
+    }
+    const char *name;
+    switch (p->status) {
+    case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING:
+        name = "SERVING";
+        break;
+    case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING:
+        name = "NOT_SERVING";
+        break;
+    case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN:
+        name = "SERVICE_UNKNOWN";
+        break;
+    default:
+        name = "UNKNOWN";
+        break;
+    }
+    printf("%s\n", name);
+    rc = p->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? 0
+                                                                                       : EXIT_RPC;
+    grpc__health__v1__health_check_response__free_unpacked(p, NULL);
+    return rc;
+}
+
+/* Promote (target > 0) or StepDown, and print who leads afterwards. */
+static int cmd_transfer(conn *k, const char *cmd, int argc, char **argv)
+{
+    uint32_t target = 0;
+    if (strcmp(cmd, "promote") == 0) {
+        char *end;
+        errno = 0;
+        unsigned long v = argc == 1 ? strtoul(argv[0], &end, 10) : 0;
+        if (argc != 1 || errno || *end || v == 0 || v > UINT32_MAX || argv[0][0] == '-') {
+            fprintf(stderr, "strata: promote takes NODE_ID (a positive member id)\n");
+            return EXIT_USAGE;
+        }
+        target = (uint32_t)v;
+    } else if (argc != 0) {
+        fprintf(stderr, "strata: step-down takes no arguments\n");
+        return EXIT_USAGE;
+    }
+    size_t len;
+    uint8_t *req;
+    st_rpc_result r;
+    if (target) {
+        Strata__V1__PromoteRequest q = STRATA__V1__PROMOTE_REQUEST__INIT;
+        q.node_id = target;
+        req = pack(&q.base, &len);
+        conn_unary(k, "/strata.v1.Admin/Promote", req, len, &r);
+    } else {
+        Strata__V1__StepDownRequest q = STRATA__V1__STEP_DOWN_REQUEST__INIT;
+        req = pack(&q.base, &len);
+        conn_unary(k, "/strata.v1.Admin/StepDown", req, len, &r);
+    }
+    free(req);
+    int rc = 0;
+    if (r.code != GRPC_STATUS_OK) {
+        rc = rpc_error(cmd, &r);
+    } else {
+        Strata__V1__TransferResponse *p =
+            strata__v1__transfer_response__unpack(NULL, r.resp_len, r.resp);
+        if (!p) {
+            fprintf(stderr, "strata: %s: the response does not parse\n", cmd);
+            rc = EXIT_RPC;
+        } else {
+            if (p->leader_id)
+                printf("leader: %u at %s (term %" PRIu64 ")\n", p->leader_id, p->leader_addr,
+                       p->term);
+            else
+                printf("leader: not known yet (term %" PRIu64 ")\n", p->term);
+            printf("write pause: %u ms\n", p->pause_ms);
+            strata__v1__transfer_response__free_unpacked(p, NULL);
+        }
+    }
+    st_rpc_result_free(&r);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *addr = "127.0.0.1:7400";
+    bool verbose = false;
     int64_t timeout = 10000;
     out_mode mode = OUT_DEFAULT;
     uint64_t limit = 0;
     bool reverse = false;
-    enum { O_ADDR = 0x100, O_TIMEOUT, O_HEX, O_ESCAPE, O_LIMIT, O_REVERSE, O_HELP };
+    enum { O_ADDR = 0x100, O_TIMEOUT, O_HEX, O_ESCAPE, O_LIMIT, O_REVERSE, O_HELP, O_VERBOSE };
     static const struct option longopts[] = {
         {"addr", required_argument, NULL, O_ADDR},
         {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -475,6 +699,7 @@ int main(int argc, char **argv)
         {"limit", required_argument, NULL, O_LIMIT},
         {"reverse", no_argument, NULL, O_REVERSE},
         {"help", no_argument, NULL, O_HELP},
+        {"verbose", no_argument, NULL, O_VERBOSE},
         {NULL, 0, NULL, 0},
     };
     opterr = 0;
@@ -511,6 +736,9 @@ int main(int argc, char **argv)
         case O_REVERSE:
             reverse = true;
             break;
+        case O_VERBOSE:
+            verbose = true;
+            break;
         case 'h':
         case O_HELP:
             usage(stdout);
@@ -531,29 +759,48 @@ int main(int argc, char **argv)
     int nargs = argc - optind - 1;
     char **args = argv + optind + 1;
     bool known = strcmp(cmd, "put") == 0 || strcmp(cmd, "get") == 0 || strcmp(cmd, "del") == 0 ||
-                 strcmp(cmd, "scan") == 0 || strcmp(cmd, "status") == 0;
+                 strcmp(cmd, "scan") == 0 || strcmp(cmd, "status") == 0 ||
+                 strcmp(cmd, "promote") == 0 || strcmp(cmd, "step-down") == 0 ||
+                 strcmp(cmd, "health") == 0;
     if (!known) {
         fprintf(stderr, "strata: unknown command '%s' (see strata --help)\n", cmd);
         return EXIT_USAGE;
     }
-    st_rpc_init();
-    st_rpc_client *c = st_rpc_client_create(addr, 0);
-    int rc;
-    if (!c) {
-        fprintf(stderr, "strata: cannot create a channel to %s\n", addr);
-        rc = EXIT_RPC;
-    } else if (strcmp(cmd, "put") == 0) {
-        rc = cmd_put(c, timeout, mode, nargs, args);
-    } else if (strcmp(cmd, "get") == 0) {
-        rc = cmd_get(c, timeout, mode, nargs, args);
-    } else if (strcmp(cmd, "del") == 0) {
-        rc = cmd_del(c, timeout, mode, nargs, args);
-    } else if (strcmp(cmd, "scan") == 0) {
-        rc = cmd_scan(c, timeout, mode, limit, reverse, nargs, args);
-    } else {
-        rc = cmd_status(c, timeout, nargs);
+    conn k = {.list = addr, .timeout = timeout, .verbose = verbose};
+    char *list = strdup(addr);
+    for (char *save = NULL, *tok = list ? strtok_r(list, ",", &save) : NULL; tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (k.naddrs == sizeof(k.addrs) / sizeof(k.addrs[0])) {
+            fprintf(stderr, "strata: --addr: at most %zu addresses\n", k.naddrs);
+            free(list);
+            return EXIT_USAGE;
+        }
+        k.addrs[k.naddrs++] = tok;
     }
-    st_rpc_client_destroy(c);
+    if (k.naddrs == 0) {
+        fprintf(stderr, "strata: --addr: no address given\n");
+        free(list);
+        return EXIT_USAGE;
+    }
+    st_rpc_init();
+    int rc;
+    if (strcmp(cmd, "put") == 0) {
+        rc = cmd_put(&k, mode, nargs, args);
+    } else if (strcmp(cmd, "get") == 0) {
+        rc = cmd_get(&k, mode, nargs, args);
+    } else if (strcmp(cmd, "del") == 0) {
+        rc = cmd_del(&k, mode, nargs, args);
+    } else if (strcmp(cmd, "scan") == 0) {
+        rc = cmd_scan(&k, mode, limit, reverse, nargs, args);
+    } else if (strcmp(cmd, "status") == 0) {
+        rc = cmd_status(&k, nargs);
+    } else if (strcmp(cmd, "health") == 0) {
+        rc = cmd_health(&k, nargs, args);
+    } else {
+        rc = cmd_transfer(&k, cmd, nargs, args);
+    }
+    st_rpc_client_destroy(k.c);
+    free(list);
     grpc_shutdown_blocking();
     fflush(stdout);
     return rc;

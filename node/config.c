@@ -10,7 +10,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-typedef enum kind { K_STRING, K_U64, K_U32, K_SIZE, K_SYNC, K_LEVEL } kind;
+typedef enum kind { K_STRING, K_U64, K_U32, K_SIZE, K_SYNC, K_LEVEL, K_ACK } kind;
 
 /* One row per setting: the flag name is also the INI key. */
 typedef struct setting {
@@ -29,7 +29,9 @@ static const setting settings[] = {
      "address to serve on; port 0 picks a free port (default 127.0.0.1:7400)"},
     {"data-dir", K_STRING, FIELD(data_dir), "DIR",
      "database directory, created if missing (default ./strata-data)"},
-    {"node-id", K_U64, FIELD(node_id), "N", "this node's id, reported by Status (default 1)"},
+    {"node-id", K_U64, FIELD(node_id), "N",
+     "this node's id, reported by Status; with --peers, its entry there\n"
+     "(default 1)"},
     {"sync", K_SYNC, FIELD(sync), "POLICY",
      "WAL fsync policy: always (before each acknowledgement, shared by\n"
      "the writes grouped with it), interval, or none (default always)"},
@@ -57,6 +59,21 @@ static const setting settings[] = {
     {"port-file", K_STRING, FIELD(port_file), "PATH",
      "once serving, write the bound port there (atomically, by rename)"},
     {"log-level", K_LEVEL, FIELD(log_level), "LEVEL", "debug, info, warn or error (default info)"},
+    {"peers", K_STRING, FIELD(peers), "ID=HOST:PORT,...",
+     "every member of the cluster, this node included (by --node-id);\n"
+     "two or more make a replicated node, whose engine lives in\n"
+     "DATA_DIR/db (default none: a standalone node)"},
+    {"heartbeat-ms", K_U32, FIELD(heartbeat_ms), "MS",
+     "cluster: the leader's heartbeat period (default 30)"},
+    {"election-ms", K_U32, FIELD(election_ms), "MS",
+     "cluster: a follower that hears no leader for a random time in\n"
+     "[MS, 2*MS) starts an election (default 150)"},
+    {"wal-retain-bytes", K_SIZE, FIELD(wal_retain_bytes), "SIZE",
+     "cluster: WAL the leader keeps for lagging followers; one further\n"
+     "behind gets a snapshot (default 256M)"},
+    {"default-ack", K_ACK, FIELD(default_ack), "LEVEL",
+     "cluster: acknowledgement level of writes that ask for none:\n"
+     "leader, majority or all (default majority)"},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -79,6 +96,10 @@ void st_config_defaults(st_node_config *c)
     c->workers = cpus < 1 ? 1 : cpus > 16 ? 16 : (uint32_t)cpus;
     c->shutdown_grace_ms = 5000;
     c->log_level = ST_LOG_INFO;
+    c->heartbeat_ms = 30;
+    c->election_ms = 150;
+    c->wal_retain_bytes = 256u << 20;
+    c->default_ack = ST_ACK_MAJORITY;
 }
 
 bool st_config_parse_size(const char *s, size_t *out)
@@ -186,6 +207,17 @@ static st_status apply(st_node_config *c, const setting *st, const char *value, 
             return st_error(ST_INVALID_ARGUMENT, "%s: '%s' is not debug, info, warn or error",
                             where, value);
         return ST_OK;
+    case K_ACK:
+        if (strcmp(value, "leader") == 0)
+            *(st_ack_level *)field = ST_ACK_LEADER;
+        else if (strcmp(value, "majority") == 0)
+            *(st_ack_level *)field = ST_ACK_MAJORITY;
+        else if (strcmp(value, "all") == 0)
+            *(st_ack_level *)field = ST_ACK_ALL;
+        else
+            return st_error(ST_INVALID_ARGUMENT, "%s: '%s' is not leader, majority or all", where,
+                            value);
+        return ST_OK;
     }
     return st_error(ST_INVALID_ARGUMENT, "%s: unhandled setting", where);
 }
@@ -278,6 +310,34 @@ st_status st_config_validate(const st_node_config *c)
         return st_error(ST_INVALID_ARGUMENT, "--workers: %u is not in 1 … 64", c->workers);
     if (c->sync == ST_SYNC_INTERVAL && c->sync_interval_ms < 1)
         return st_error(ST_INVALID_ARGUMENT, "--sync-interval-ms: must be at least 1");
+    if (c->heartbeat_ms < 1)
+        return st_error(ST_INVALID_ARGUMENT, "--heartbeat-ms: must be at least 1");
+    /* A follower must hear several heartbeats within its shortest election timeout. */
+    if (c->election_ms < 2 * (uint64_t)c->heartbeat_ms)
+        return st_error(ST_INVALID_ARGUMENT,
+                        "--election-ms: %u is under twice --heartbeat-ms (%u); followers would "
+                        "start elections while the leader is alive",
+                        c->election_ms, c->heartbeat_ms);
+    if (c->election_ms > 600000)
+        return st_error(ST_INVALID_ARGUMENT, "--election-ms: %u is over 600000", c->election_ms);
+    st_cluster cl;
+    bool clustered;
+    return st_config_cluster(c, &cl, &clustered);
+}
+
+st_status st_config_cluster(const st_node_config *c, st_cluster *out, bool *clustered)
+{
+    memset(out, 0, sizeof(*out));
+    *clustered = false;
+    if (!c->peers[0])
+        return ST_OK;
+    st_status s = st_cluster_parse(c->peers, out);
+    if (s != ST_OK)
+        return s; /* the message names --peers already */
+    if (c->node_id == 0 || c->node_id > UINT32_MAX || !st_cluster_find(out, (uint32_t)c->node_id))
+        return st_error(ST_INVALID_ARGUMENT, "--node-id %llu is not one of the members of --peers",
+                        (unsigned long long)c->node_id);
+    *clustered = out->n >= 2;
     return ST_OK;
 }
 

@@ -10,6 +10,11 @@
  *     data_dir = /var/lib/strata
  *     sync = interval
  *     memtable_bytes = 64M
+ *     peers = 1=10.0.0.1:7400,2=10.0.0.2:7400,3=10.0.0.3:7400
+ *
+ * Cluster mode: with --peers naming two members or more (this node included, by --node-id)
+ * the node replicates (node/node_cluster.h); without --peers, or with this node as the only
+ * member, it is a standalone node exactly as before.
  *
  * Byte sizes take a K, M or G suffix (powers of 1024; KiB/MiB/GiB also accepted).
  * `strata-node --help` documents every flag (st_config_usage).
@@ -25,6 +30,8 @@
 #include "engine/db.h"
 #include "engine/status.h"
 #include "node/log.h"
+#include "replication/cluster.h"
+#include "replication/replica.h"
 
 #define ST_CONFIG_PATH_MAX 4096
 
@@ -45,6 +52,11 @@ typedef struct st_node_config {
     char port_file[ST_CONFIG_PATH_MAX];   /* --port-file, default none ("") */
     char config_file[ST_CONFIG_PATH_MAX]; /* --config, default none ("") */
     st_log_level log_level;               /* --log-level, default info */
+    char peers[4096];                     /* --peers, default none ("": standalone) */
+    uint32_t heartbeat_ms;                /* --heartbeat-ms, default 30 */
+    uint32_t election_ms;                 /* --election-ms, default 150 */
+    size_t wal_retain_bytes;              /* --wal-retain-bytes, default 256 MiB */
+    st_ack_level default_ack;             /* --default-ack, default majority */
 } st_node_config;
 
 /* Fill *c with the defaults. */
@@ -66,6 +78,13 @@ st_status st_config_load_file(st_node_config *c, const char *path);
 
 /* Check the settings against each other and the engine's hard limits. */
 st_status st_config_validate(const st_node_config *c);
+
+/*
+ * The members named by --peers (out->n == 0 when there are none) and whether they make this
+ * node a cluster node (two members or more). ST_INVALID_ARGUMENT if --peers does not parse or
+ * does not name --node-id.
+ */
+st_status st_config_cluster(const st_node_config *c, st_cluster *out, bool *clustered);
 
 /* Write the --help text to `out`. */
 void st_config_usage(FILE *out, const char *prog);

@@ -15,6 +15,7 @@ typedef struct watcher watcher;
 struct st_health {
     pthread_mutex_t mu;
     bool shutting_down; /* guarded by mu */
+    bool leader;        /* guarded by mu */
     watcher *watchers;  /* guarded by mu */
 };
 
@@ -29,7 +30,9 @@ struct watcher {
     serving_status sent; /* last status sent (-1 before the first) */
 };
 
-static const char *const known[] = {"", "strata.v1.KV", "strata.v1.Admin"};
+#define LEADER_SERVICE "strata.v1.KV.leader"
+
+static const char *const known[] = {"", "strata.v1.KV", "strata.v1.Admin", LEADER_SERVICE};
 
 static serving_status status_of(st_health *h, const char *service, bool *is_known)
 {
@@ -39,8 +42,9 @@ static serving_status status_of(st_health *h, const char *service, bool *is_know
             *is_known = true;
     if (!*is_known)
         return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
-    return h->shutting_down ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
-                            : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    bool serving = !h->shutting_down && (h->leader || strcmp(service, LEADER_SERVICE) != 0);
+    return serving ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                   : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
 }
 
 static void handle_check(void *svc, st_call *call, const uint8_t *req, size_t len, bool has_req)
@@ -199,10 +203,11 @@ st_status st_health_create(st_server *srv, st_health **out)
     if (!h)
         return st_error(ST_NO_MEMORY, "health: out of memory");
     pthread_mutex_init(&h->mu, NULL);
-    const st_method check = {"/grpc.health.v1.Health/Check", ST_METHOD_UNARY, false, handle_check,
-                             h};
-    const st_method watch = {"/grpc.health.v1.Health/Watch", ST_METHOD_SERVER_STREAM, false,
-                             handle_watch, h};
+    h->leader = true;
+    const st_method check = {
+        "/grpc.health.v1.Health/Check", ST_METHOD_UNARY, false, handle_check, h, false};
+    const st_method watch = {
+        "/grpc.health.v1.Health/Watch", ST_METHOD_SERVER_STREAM, false, handle_watch, h, false};
     st_status s = st_server_add_method(srv, &check);
     if (s == ST_OK)
         s = st_server_add_method(srv, &watch);
@@ -213,6 +218,19 @@ st_status st_health_create(st_server *srv, st_health **out)
     }
     *out = h;
     return ST_OK;
+}
+
+void st_health_set_leader(st_health *h, bool leader)
+{
+    pthread_mutex_lock(&h->mu);
+    if (h->leader != leader) {
+        h->leader = leader;
+        /* Only Watch streams of the leader service see a change; pump sends nothing to the
+           others, and finishes none (not shutting down). */
+        for (watcher *w = h->watchers; w; w = w->next)
+            (void)pump_locked(h, w);
+    }
+    pthread_mutex_unlock(&h->mu);
 }
 
 void st_health_shutdown(st_health *h)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/coding.h"
 #include "node/log.h"
@@ -172,17 +173,80 @@ static st_status encode_write(st_write_req *r, st_batch *b)
     return s;
 }
 
-static void complete_write(st_write_req *r, st_status s, const char *msg, uint64_t seq)
+/* The level a cluster write waits for. */
+static st_ack_level ack_of(const kv_write *w)
 {
-    kv_write *w = (kv_write *)r;
+    int ack = 0;
+    if (w->kind == W_PUT)
+        ack = (int)((Strata__V1__PutRequest *)w->msg)->ack;
+    else if (w->kind == W_DELETE)
+        ack = (int)((Strata__V1__DeleteRequest *)w->msg)->ack;
+    else
+        ack = (int)((Strata__V1__WriteRequest *)w->msg)->ack;
+    return ack >= ST_ACK_LEADER && ack <= ST_ACK_ALL ? (st_ack_level)ack : w->kv->o.default_ack;
+}
+
+/* A write refused at append: this node does not lead (or is handing leadership over). */
+static void fail_not_leader(st_kv_service *kv, st_call *call, const char *msg)
+{
+    st_replica_info *info = malloc(sizeof(*info));
+    if (info)
+        st_replica_info_get(kv->o.replica, info);
+    if (info && info->role == ST_ROLE_LEADER) {
+        /* Still leading but refusing writes: a hand-over is under way. */
+        st_call_fail(call, GRPC_STATUS_UNAVAILABLE, "%s: %s", st_call_method(call)->path, msg);
+    } else {
+        char addr[256] = "";
+        st_replica_leader_addr(kv->o.replica, addr, sizeof(addr));
+        if (addr[0])
+            st_call_add_trailer(call, "strata-leader", addr);
+        st_call_fail(call, GRPC_STATUS_FAILED_PRECONDITION, "%s: %s (writes go to the leader)",
+                     st_call_method(call)->path, msg);
+    }
+    free(info);
+}
+
+/*
+ * The deadline a write works to: a little before the call's own, so that a write that cannot
+ * reach its acknowledgement level is answered by the node, with a message saying what it waited
+ * for, rather than by the client's timer with gRPC's bare "Deadline Exceeded". The margin is a
+ * tenth of the time left, between 6 ms (the replica looks at its waiters every 5) and 25 ms.
+ */
+static int64_t write_deadline_ns(const st_call *call)
+{
+    int64_t deadline = st_call_deadline_ns(call);
+    if (deadline == INT64_MAX)
+        return deadline;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    int64_t margin = (deadline - now) / 10;
+    if (margin < 6000000)
+        margin = 6000000;
+    if (margin > 25000000)
+        margin = 25000000;
+    return deadline - margin;
+}
+
+/* Answer a write call and free w. `appended`: the write is in the log (cluster mode). */
+static void finish_write(kv_write *w, st_status s, const char *msg, uint64_t seq, bool appended)
+{
     st_call *call = w->call;
+    const char *path = st_call_method(call)->path;
     if (s != ST_OK) {
         if (s == ST_TIMEOUT)
-            st_call_fail(call, GRPC_STATUS_DEADLINE_EXCEEDED, "%s: %s", st_call_method(call)->path,
-                         msg);
+            st_call_fail(call, GRPC_STATUS_DEADLINE_EXCEEDED, "%s: %s", path, msg);
+        else if (s == ST_SHUTDOWN && appended)
+            st_call_fail(call, GRPC_STATUS_UNAVAILABLE,
+                         "%s: the node is shutting down; the write may or may not have been "
+                         "committed",
+                         path);
         else if (s == ST_SHUTDOWN)
-            st_call_fail(call, GRPC_STATUS_UNAVAILABLE, "%s: the node is shutting down",
-                         st_call_method(call)->path);
+            st_call_fail(call, GRPC_STATUS_UNAVAILABLE, "%s: the node is shutting down", path);
+        else if (s == ST_NOT_LEADER && appended)
+            st_call_fail(call, GRPC_STATUS_UNAVAILABLE, "%s: %s", path, msg);
+        else if (s == ST_NOT_LEADER && w->kv->o.replica)
+            fail_not_leader(w->kv, call, msg);
         else
             fail_engine(call, "write failed", s, msg);
     } else if (w->kind == W_PUT) {
@@ -202,6 +266,62 @@ static void complete_write(st_write_req *r, st_status s, const char *msg, uint64
     free(w);
 }
 
+/* Cluster mode: the write reached its level, or failed to (a replica thread, or the writer's). */
+static void on_acked(void *arg, st_status s, const char *msg, uint64_t seq)
+{
+    finish_write(arg, s, msg, seq, true);
+}
+
+static void complete_write(st_write_req *r, st_status s, const char *msg, uint64_t seq)
+{
+    kv_write *w = (kv_write *)r;
+    if (s == ST_OK && w->kv->o.replica) {
+        st_replica_wait(w->kv->o.replica, seq, ack_of(w), w->req.deadline_ns, on_acked, w);
+        return;
+    }
+    finish_write(w, s, msg, seq, false);
+}
+
+/* Cluster mode: the writer's group goes to the replicated log. */
+static st_status cluster_append(void *ctx, const st_batch *b, uint64_t *last_seq)
+{
+    st_kv_service *kv = ctx;
+    if (st_batch_count(b) > 0) {
+        st_status s = st_replica_append(kv->o.replica, b, last_seq);
+        if (s == ST_OK && kv->o.appended)
+            kv->o.appended(kv->o.appended_ctx);
+        return s;
+    }
+    /* Only empty Write calls: nothing to append, but they are still writes (leader only),
+       answered with the sequence applied now. */
+    st_replica_info *info = malloc(sizeof(*info));
+    if (!info)
+        return st_error(ST_NO_MEMORY, "out of memory");
+    st_replica_info_get(kv->o.replica, info);
+    st_status s = ST_OK;
+    if (info->role == ST_ROLE_LEADER)
+        *last_seq = info->applied_seq;
+    else if (info->leader_id)
+        s = st_error(ST_NOT_LEADER, "this node is not the leader; the leader is node %u at %s",
+                     info->leader_id, info->leader_addr);
+    else
+        s = st_error(ST_NOT_LEADER, "this node is not the leader and no leader is known yet");
+    free(info);
+    return s;
+}
+
+/* Cluster mode: an ack level this node does not know is a bad request. Standalone nodes
+   ignore the field (every level is ACK_LEADER there). */
+static bool ack_ok(st_kv_service *kv, st_call *call, int ack, ProtobufCMessage *msg)
+{
+    if (!kv->o.replica || (ack >= 0 && ack <= ST_ACK_ALL))
+        return true;
+    st_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "%s: ack %d is not an AckLevel",
+                 st_call_method(call)->path, ack);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return false;
+}
+
 static void submit_write(st_kv_service *kv, st_call *call, enum write_kind kind,
                          ProtobufCMessage *msg, uint32_t ops, size_t bytes)
 {
@@ -217,7 +337,7 @@ static void submit_write(st_kv_service *kv, st_call *call, enum write_kind kind,
     w->msg = msg;
     w->req.ops = ops;
     w->req.bytes = bytes;
-    w->req.deadline_ns = st_call_deadline_ns(call);
+    w->req.deadline_ns = write_deadline_ns(call);
     w->req.encode = encode_write;
     w->req.complete = complete_write;
     st_writer_submit(kv->writer, &w->req);
@@ -239,7 +359,8 @@ static void handle_put(void *svc, st_call *call, const uint8_t *req, size_t len,
         protobuf_c_message_free_unpacked(&p->base, NULL);
         return;
     }
-    submit_write(kv, call, W_PUT, &p->base, 1, p->key.len + p->value.len);
+    if (ack_ok(kv, call, (int)p->ack, &p->base))
+        submit_write(kv, call, W_PUT, &p->base, 1, p->key.len + p->value.len);
 }
 
 static void handle_delete(void *svc, st_call *call, const uint8_t *req, size_t len, bool has_req)
@@ -256,7 +377,8 @@ static void handle_delete(void *svc, st_call *call, const uint8_t *req, size_t l
         protobuf_c_message_free_unpacked(&d->base, NULL);
         return;
     }
-    submit_write(kv, call, W_DELETE, &d->base, 1, d->key.len);
+    if (ack_ok(kv, call, (int)d->ack, &d->base))
+        submit_write(kv, call, W_DELETE, &d->base, 1, d->key.len);
 }
 
 static void handle_write(void *svc, st_call *call, const uint8_t *req, size_t len, bool has_req)
@@ -295,7 +417,8 @@ static void handle_write(void *svc, st_call *call, const uint8_t *req, size_t le
         protobuf_c_message_free_unpacked(&wr->base, NULL);
         return;
     }
-    submit_write(kv, call, W_WRITE, &wr->base, (uint32_t)wr->n_mutations, bytes);
+    if (ack_ok(kv, call, (int)wr->ack, &wr->base))
+        submit_write(kv, call, W_WRITE, &wr->base, (uint32_t)wr->n_mutations, bytes);
 }
 
 /* ---- reads ------------------------------------------------------------------------------- */
@@ -488,7 +611,7 @@ static void on_parked_cancel(st_call *call)
         st_call_fail(call, GRPC_STATUS_CANCELLED, "cancelled while waiting for min_seq");
 }
 
-/* Writer thread: wake the reads whose min_seq is now applied. */
+/* Writer thread (standalone) or replica applier: wake the reads whose min_seq is now applied. */
 static void on_applied(void *ctx, uint64_t seq)
 {
     st_kv_service *kv = ctx;
@@ -625,18 +748,25 @@ st_status st_kv_service_create(st_db *db, st_server *srv, const st_kv_options *o
     kv->o = *o;
     pthread_mutex_init(&kv->park_mu, NULL);
     const st_method methods[] = {
-        {"/strata.v1.KV/Put", ST_METHOD_UNARY, true, handle_put, kv},
-        {"/strata.v1.KV/Get", ST_METHOD_UNARY, true, handle_get, kv},
-        {"/strata.v1.KV/Delete", ST_METHOD_UNARY, true, handle_delete, kv},
-        {"/strata.v1.KV/Write", ST_METHOD_UNARY, true, handle_write, kv},
-        {"/strata.v1.KV/Scan", ST_METHOD_SERVER_STREAM, true, handle_scan, kv},
+        {"/strata.v1.KV/Put", ST_METHOD_UNARY, true, handle_put, kv, false},
+        {"/strata.v1.KV/Get", ST_METHOD_UNARY, true, handle_get, kv, false},
+        {"/strata.v1.KV/Delete", ST_METHOD_UNARY, true, handle_delete, kv, false},
+        {"/strata.v1.KV/Write", ST_METHOD_UNARY, true, handle_write, kv, false},
+        {"/strata.v1.KV/Scan", ST_METHOD_SERVER_STREAM, true, handle_scan, kv, false},
     };
     st_status s = ST_OK;
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]) && s == ST_OK; i++)
         s = st_server_add_method(srv, &methods[i]);
     if (s != ST_OK)
         goto fail;
-    st_writer_options wo = {.on_applied = on_applied, .ctx = kv};
+    st_writer_options wo = {
+        .on_applied = on_applied, .ctx = kv, .max_group_bytes = o->max_group_bytes};
+    if (o->replica) {
+        /* Applies come from the replica (st_kv_service_applied), not from the writer. */
+        wo.on_applied = NULL;
+        wo.append = cluster_append;
+        wo.append_ctx = kv;
+    }
     s = st_writer_create(db, &wo, &kv->writer);
     if (s != ST_OK)
         goto fail;
@@ -647,6 +777,11 @@ fail:
     pthread_mutex_destroy(&kv->park_mu);
     free(kv);
     return s;
+}
+
+void st_kv_service_applied(st_kv_service *kv, uint64_t seq)
+{
+    on_applied(kv, seq);
 }
 
 void st_kv_service_begin_shutdown(st_kv_service *kv)

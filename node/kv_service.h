@@ -11,6 +11,16 @@
  * the node shuts down (UNAVAILABLE). A call without a deadline is not parked: it gets
  * FAILED_PRECONDITION at once.
  *
+ * Cluster mode (st_kv_options.replica set): the writer appends each group to the replicated log
+ * with st_replica_append, then every request waits for its acknowledgement level
+ * (st_replica_wait) before it is answered: OK with its sequence; DEADLINE_EXCEEDED when the
+ * level was not reached in time and UNAVAILABLE when leadership was lost after the append (the
+ * write may or may not commit, and the message says so); FAILED_PRECONDITION on a node that
+ * does not lead, with the leader's client address in the trailing metadata key
+ * "strata-leader" when it is known; UNAVAILABLE while the leader hands over (retry shortly).
+ * Reads are served from what this node has applied; st_kv_service_applied (the replica's
+ * on_applied hook) releases parked min_seq reads.
+ *
  * Lifetime: create after st_server_create and before st_server_start (it registers methods);
  * st_kv_service_begin_shutdown when shutdown begins; st_kv_service_stop once the server has
  * stopped accepting calls and before st_server_destroy (it drains the writer, which still
@@ -23,12 +33,21 @@
 
 #include "engine/db.h"
 #include "node/server.h"
+#include "replication/replica.h"
 
 typedef struct st_kv_service st_kv_service;
 
 typedef struct st_kv_options {
     size_t max_key_bytes;   /* longer keys get INVALID_ARGUMENT */
     size_t max_value_bytes; /* longer values get INVALID_ARGUMENT */
+    /* Cluster mode: the replica writes go through (borrowed, outlives the service); NULL for a
+       standalone node, which writes with st_db_write and ignores the requests' ack level. */
+    st_replica *replica;
+    st_ack_level default_ack; /* cluster: the level of requests asking ACK_DEFAULT */
+    size_t max_group_bytes;   /* the writer's group cap; 0: its default */
+    /* Cluster: called on the writer thread after each group is appended (may be NULL). */
+    void (*appended)(void *ctx);
+    void *appended_ctx;
 } st_kv_options;
 
 /* Register the KV methods on srv and start the writer. db and srv are borrowed and must
@@ -46,6 +65,10 @@ void st_kv_service_stop(st_kv_service *kv);
 
 /* Free (stops first if needed). Accepts NULL. */
 void st_kv_service_destroy(st_kv_service *kv);
+
+/* Cluster mode: this node has applied every sequence up to `seq` (parked reads waiting for it
+   are answered). Any thread; no lock of the caller's may be needed by a read. */
+void st_kv_service_applied(st_kv_service *kv, uint64_t seq);
 
 /* Map an engine status to the gRPC code a client sees (see proto/strata/v1/kv.proto). */
 grpc_status_code st_kv_grpc_code(st_status s);

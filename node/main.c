@@ -2,16 +2,23 @@
  * main.c - strata-node: one database served over gRPC.
  *
  * Start: settings (config.h), the engine (st_db_open), gRPC with the KV, Admin, Health and
- * reflection services, listen, write --port-file, log `listening`. The main thread is the
+ * reflection services, listen, write --port-file, log `listening`. With --peers naming two
+ * members or more the node is a cluster node (node_cluster.h): its engine lives in
+ * DATA_DIR/db and is opened in pending mode, a replica decides what is committed, and
+ * strata.v1.Replication is served too; otherwise it is a standalone node. The main thread is the
  * signal thread: SIGINT and SIGTERM are blocked in every thread (before grpc_init, so gRPC's
  * own threads inherit the mask) and the main thread takes them with sigwait.
  *
  * Stop (first SIGINT or SIGTERM): health goes NOT_SERVING (watchers are told), parked reads are
  * answered UNAVAILABLE, the server stops accepting; in-flight calls get --shutdown-grace-ms to
  * finish, then the rest are cancelled; queued writes are written and answered; the server is
- * destroyed; then st_db_flush and st_db_close. Exit 0 if all of that went well. Should gRPC
- * fail to complete the cancelled calls within 10 s more, the node flushes and exits 1 without
- * the rest (seen once, under TSan, with an uninstrumented gRPC).
+ * destroyed; then st_db_flush and st_db_close. A cluster node also ends its inbound Replicate
+ * streams when shutdown begins, and once calls are done stops its replica (writes still
+ * waiting for their acknowledgement get UNAVAILABLE), links and vote calls before the server
+ * is destroyed. A stopping leader first hands leadership to its most up-to-date follower
+ * (waiting at most a second), so that the others need not wait out an election timeout. Exit 0 if
+ * all of that went well. Should gRPC fail to complete the cancelled calls within 10 s more, the
+ * node flushes and exits 1 without the rest (seen once, under TSan, with an uninstrumented gRPC).
  *
  * Exit status: 0 clean stop, 1 could not start (port in use, data directory locked or damaged)
  * or the final flush failed, 2 usage error.
@@ -30,11 +37,15 @@
 #include "node/health.h"
 #include "node/kv_service.h"
 #include "node/log.h"
+#include "node/node_cluster.h"
 #include "node/reflection.h"
 #include "node/server.h"
 
 /* After cancelling every call, how long gRPC gets to complete them before we give up. */
 #define STUCK_MS 10000
+
+/* How long a stopping leader tries to hand leadership over before it just leaves. */
+#define HAND_OVER_MS 1000
 
 #ifndef STRATA_VERSION
 #define STRATA_VERSION "unknown"
@@ -113,6 +124,12 @@ int main(int argc, char **argv)
 
     int rc = 1;
     char q[1200];
+    st_cluster members;
+    bool clustered = false;
+    /* Validated by st_config_parse already. */
+    (void)st_config_cluster(&cfg, &members, &clustered);
+    st_node_cluster *nc = NULL;
+    st_replica *replica = NULL;
     st_db *db = NULL;
     st_server *srv = NULL;
     st_kv_service *kv = NULL;
@@ -131,7 +148,16 @@ int main(int argc, char **argv)
     o.max_key_bytes = cfg.max_key_bytes;
     o.max_value_bytes = cfg.max_value_bytes;
     o.log = engine_log;
-    st_status s = st_db_open(cfg.data_dir, &o, &db);
+    o.replay = clustered ? ST_REPLAY_PENDING : ST_REPLAY_ALL;
+    char db_dir[ST_CONFIG_PATH_MAX + 8];
+    st_status s = st_node_cluster_data_dir(cfg.data_dir, clustered, db_dir, sizeof(db_dir));
+    if (s != ST_OK) {
+        st_log(ST_LOG_ERROR, "open_failed", "data_dir=%s reason=%s",
+               st_log_quote(q, 600, cfg.data_dir), st_log_quote(q + 600, 600, st_errmsg()));
+        fprintf(stderr, "strata-node: %s\n", st_errmsg());
+        goto out;
+    }
+    s = st_db_open(db_dir, &o, &db);
     if (s != ST_OK) {
         const char *why = s == ST_BUSY ? "the data directory is locked by another process "
                                          "(is another strata-node using it?)"
@@ -146,6 +172,13 @@ int main(int argc, char **argv)
     st_db_log_state(db, &last, &term, &applied);
     st_log(ST_LOG_INFO, "db_open", "data_dir=%s last_seq=%llu sync=%s",
            st_log_quote(q, sizeof(q), cfg.data_dir), (unsigned long long)last, sync_name(cfg.sync));
+    if (clustered) {
+        st_log(ST_LOG_INFO, "cluster", "node_id=%llu members=%zu last_term=%llu applied_seq=%llu",
+               (unsigned long long)cfg.node_id, members.n, (unsigned long long)term,
+               (unsigned long long)applied);
+        /* Resolve peers' names with the system resolver (c-ares leaks under ASan). */
+        setenv("GRPC_DNS_RESOLVER", "native", 0);
+    }
 
     grpc_init();
     grpc_up = true;
@@ -154,20 +187,47 @@ int main(int argc, char **argv)
         .workers = cfg.workers,
         .max_message_bytes = cfg.max_message_bytes,
         .max_concurrent_calls = cfg.max_concurrent_calls,
+        /* An Append holds up to 1 MiB of records plus one record, and a record at most one
+           writer group (capped below at --max-message-bytes) plus its framing. */
+        .max_peer_message_bytes = clustered ? cfg.max_message_bytes + (2u << 20) : 0,
     };
     s = st_server_create(&so, &srv);
+    if (s == ST_OK && clustered) {
+        st_node_cluster_options co = {
+            .cluster = &members,
+            .node_id = (uint32_t)cfg.node_id,
+            .data_dir = cfg.data_dir,
+            .heartbeat_ms = cfg.heartbeat_ms,
+            .election_ms = cfg.election_ms,
+            .wal_retain_bytes = cfg.wal_retain_bytes,
+        };
+        s = st_node_cluster_create(&co, db, srv, &nc);
+        if (s == ST_OK)
+            replica = st_node_cluster_replica(nc);
+    }
     if (s == ST_OK) {
-        st_kv_options ko = {cfg.max_key_bytes, cfg.max_value_bytes};
+        st_kv_options ko = {
+            .max_key_bytes = cfg.max_key_bytes,
+            .max_value_bytes = cfg.max_value_bytes,
+            .replica = replica,
+            .default_ack = cfg.default_ack,
+            .max_group_bytes =
+                clustered && cfg.max_message_bytes < (8u << 20) ? cfg.max_message_bytes : 0,
+            .appended = nc ? st_node_cluster_appended : NULL,
+            .appended_ctx = nc,
+        };
         s = st_kv_service_create(db, srv, &ko, &kv);
     }
     if (s == ST_OK) {
-        st_admin_options ao = {cfg.node_id, "standalone", STRATA_VERSION};
+        st_admin_options ao = {cfg.node_id, "standalone", STRATA_VERSION, replica};
         s = st_admin_service_create(db, srv, &ao, &admin);
     }
     if (s == ST_OK)
         s = st_health_create(srv, &health);
     if (s == ST_OK)
         s = st_reflection_create(srv, &refl);
+    if (s == ST_OK && nc)
+        st_node_cluster_attach(nc, kv, health);
     if (s != ST_OK) {
         st_log(ST_LOG_ERROR, "start_failed", "reason=%s", st_log_quote(q, sizeof(q), st_errmsg()));
         fprintf(stderr, "strata-node: %s\n", st_errmsg());
@@ -205,12 +265,18 @@ out:
     /* Shutdown: the order matters, see the comment at the top. */
     if (health)
         st_health_shutdown(health);
+    if (serving)
+        st_node_cluster_hand_over(nc, HAND_OVER_MS);
     if (kv)
         st_kv_service_begin_shutdown(kv);
     if (serving) {
         st_server_begin_shutdown(srv);
+        st_node_cluster_begin_shutdown(nc);
         if (!st_server_wait_calls(srv, cfg.shutdown_grace_ms)) {
             st_log(ST_LOG_WARN, "shutdown_cancel", "calls=%u", st_server_active_calls(srv));
+            /* Writes still waiting for their acknowledgement level hold their calls: fail
+               them (UNAVAILABLE) by stopping the replica. */
+            st_node_cluster_stop(nc);
             st_server_cancel_all(srv);
             if (!st_server_wait_calls(srv, STUCK_MS)) {
                 /* gRPC did not complete a cancelled call: the server cannot be destroyed, and
@@ -224,7 +290,10 @@ out:
         }
     }
     st_kv_service_stop(kv);
+    st_node_cluster_stop(nc);
+    st_admin_service_stop(admin);
     st_server_destroy(srv);
+    st_node_cluster_destroy(nc);
     st_kv_service_destroy(kv);
     st_admin_service_destroy(admin);
     st_health_destroy(health);

@@ -184,9 +184,9 @@ st_status st_reflection_create(st_server *srv, st_reflection **out)
         goto fail;
     const st_method methods[] = {
         {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ST_METHOD_BIDI_STREAM,
-         false, handle_info, r},
+         false, handle_info, r, false},
         {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ST_METHOD_BIDI_STREAM, false,
-         handle_info, r},
+         handle_info, r, false},
     };
     for (size_t i = 0; i < 2 && s == ST_OK; i++)
         s = st_server_add_method(srv, &methods[i]);

@@ -88,7 +88,66 @@ void st_rpc_result_free(st_rpc_result *r)
 {
     free(r->details);
     free(r->resp);
+    for (size_t i = 0; i < r->ntrailers; i++) {
+        free(r->trailer_keys[i]);
+        free(r->trailer_values[i]);
+    }
+    free(r->trailer_keys);
+    free(r->trailer_values);
     memset(r, 0, sizeof(*r));
+}
+
+const char *st_rpc_result_trailer(const st_rpc_result *r, const char *key)
+{
+    for (size_t i = 0; i < r->ntrailers; i++)
+        if (r->trailer_keys[i] && strcmp(r->trailer_keys[i], key) == 0)
+            return r->trailer_values[i];
+    return NULL;
+}
+
+static void drain_and_destroy(grpc_completion_queue *cq);
+
+bool st_rpc_client_ready(st_rpc_client *c, int64_t timeout_ms)
+{
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_connectivity_state st = grpc_channel_check_connectivity_state(c->ch, 1);
+    bool ok = false;
+    for (;;) {
+        if (st == GRPC_CHANNEL_READY) {
+            ok = true;
+            break;
+        }
+        if (st == GRPC_CHANNEL_TRANSIENT_FAILURE || st == GRPC_CHANNEL_SHUTDOWN)
+            break;
+        /* IDLE or CONNECTING: wait for the next change. */
+        grpc_channel_watch_connectivity_state(c->ch, st, deadline, cq, &tag_start);
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || !ev.success)
+            break; /* the deadline passed */
+        st = grpc_channel_check_connectivity_state(c->ch, 1);
+    }
+    drain_and_destroy(cq);
+    return ok;
+}
+
+static char *slice_to_str(grpc_slice s);
+
+/* Copy the trailing metadata into res (best effort: nothing on allocation failure). */
+static void copy_trailers(const grpc_metadata_array *md, st_rpc_result *res)
+{
+    if (md->count == 0)
+        return;
+    res->trailer_keys = calloc(md->count, sizeof(char *));
+    res->trailer_values = calloc(md->count, sizeof(char *));
+    if (!res->trailer_keys || !res->trailer_values)
+        return;
+    for (size_t i = 0; i < md->count; i++) {
+        res->trailer_keys[i] = slice_to_str(md->metadata[i].key);
+        res->trailer_values[i] = slice_to_str(md->metadata[i].value);
+        res->ntrailers++;
+    }
 }
 
 static gpr_timespec deadline_in(int64_t timeout_ms)
@@ -202,6 +261,7 @@ void st_rpc_unary(st_rpc_client *c, const char *method, const uint8_t *req, size
         wait_tag(cq, &tag_start, NULL);
         res->code = code;
         res->details = slice_to_str(details);
+        copy_trailers(&tmd, res);
         if (recv) {
             res->has_resp = buffer_bytes(recv, &res->resp, &res->resp_len);
             grpc_byte_buffer_destroy(recv);

@@ -37,9 +37,22 @@ typedef struct st_rpc_result {
     uint8_t *resp; /* malloc'd response bytes, NULL when there was none */
     size_t resp_len;
     bool has_resp;
+    /* Trailing metadata (st_rpc_unary only): ntrailers keys and values, malloc'd and
+       NUL-terminated; read them with st_rpc_result_trailer. */
+    size_t ntrailers;
+    char **trailer_keys, **trailer_values;
 } st_rpc_result;
 
 void st_rpc_result_free(st_rpc_result *r);
+
+/* The value of trailing metadata `key` (lowercase), or NULL; borrowed from r. */
+const char *st_rpc_result_trailer(const st_rpc_result *r, const char *key);
+
+/*
+ * Wait up to timeout_ms for the channel to connect. True once it is ready; false if the
+ * address cannot be reached (the connection failed or is still being made at the timeout).
+ */
+bool st_rpc_client_ready(st_rpc_client *c, int64_t timeout_ms);
 
 /*
  * Call a unary method ("/strata.v1.KV/Get") with `req` (send_req false: send no message at

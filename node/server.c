@@ -6,6 +6,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -15,6 +16,8 @@
 #include <time.h>
 
 #include "node/log.h"
+
+#define MAX_TRAILERS 4
 
 /* What a completion-queue tag points at: the worker calls fn(ctx, success). */
 typedef struct tag {
@@ -37,6 +40,8 @@ struct st_server {
     size_t nmethods, cap;
     uint32_t requests_per_method;
     uint32_t max_calls;
+    size_t max_msg;  /* for methods not marked peer, when larger messages reach us */
+    bool check_size; /* max_peer_message_bytes > max_message_bytes */
     char listen[256];
     bool started;
     atomic_uint active; /* counted calls in progress */
@@ -85,6 +90,8 @@ struct st_call {
     grpc_byte_buffer *recv_buf;
     void *data;
     void (*data_free)(void *);
+    grpc_metadata trailers[MAX_TRAILERS]; /* sent with the status; freed with the call */
+    size_t ntrailers;
 
     tag t_request, t_send, t_recv, t_close, t_final;
     st_call *live_next, *live_prev; /* st_server.live_calls, guarded by srv->mu */
@@ -164,6 +171,10 @@ static void call_free(st_call *c)
     grpc_call_details_destroy(&c->details);
     if (c->payload)
         grpc_byte_buffer_destroy(c->payload);
+    for (size_t i = 0; i < c->ntrailers; i++) {
+        grpc_slice_unref(c->trailers[i].key);
+        grpc_slice_unref(c->trailers[i].value);
+    }
     pthread_mutex_destroy(&c->mu);
     if (c->counted)
         atomic_fetch_sub(&srv->active, 1);
@@ -256,6 +267,8 @@ static void status_batch_locked(st_call *c, grpc_status_code code, grpc_slice de
     c->has_status_details = true;
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = code;
+    ops[n].data.send_status_from_server.trailing_metadata_count = c->ntrailers;
+    ops[n].data.send_status_from_server.trailing_metadata = c->ntrailers ? c->trailers : NULL;
     ops[n++].data.send_status_from_server.status_details = &c->status_details;
     if (!c->close_posted) {
         ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
@@ -289,6 +302,18 @@ static grpc_byte_buffer *copy_bytes(const uint8_t *data, size_t len)
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
     return bb;
+}
+
+void st_call_add_trailer(st_call *call, const char *key, const char *value)
+{
+    pthread_mutex_lock(&call->mu);
+    if (!call->finished && call->ntrailers < MAX_TRAILERS) {
+        grpc_metadata *m = &call->trailers[call->ntrailers++];
+        memset(m, 0, sizeof(*m));
+        m->key = grpc_slice_from_copied_string(key);
+        m->value = grpc_slice_from_copied_string(value);
+    }
+    pthread_mutex_unlock(&call->mu);
 }
 
 void st_call_reply(st_call *call, const ProtobufCMessage *msg)
@@ -362,7 +387,10 @@ static void send_buffer(st_call *call, grpc_byte_buffer *bb, bool last,
     ops[n++].data.send_message.send_message = bb;
     if (last) {
         ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-        ops[n++].data.send_status_from_server.status = GRPC_STATUS_OK;
+        ops[n].data.send_status_from_server.status = GRPC_STATUS_OK;
+        ops[n].data.send_status_from_server.trailing_metadata_count = call->ntrailers;
+        ops[n++].data.send_status_from_server.trailing_metadata =
+            call->ntrailers ? call->trailers : NULL;
         call->finished = true;
     }
     call->send_buf = bb;
@@ -459,7 +487,9 @@ static void on_recv(void *ctx, bool ok)
     pthread_mutex_unlock(&c->mu);
     if (ok && bb) {
         grpc_byte_buffer_reader r;
-        if (grpc_byte_buffer_reader_init(&r, bb)) {
+        bool too_big = c->srv->check_size && c->rm && !c->rm->m.peer &&
+                       grpc_byte_buffer_length(bb) > c->srv->max_msg;
+        if (!too_big && grpc_byte_buffer_reader_init(&r, bb)) {
             grpc_slice s = grpc_byte_buffer_reader_readall(&r);
             grpc_byte_buffer_reader_destroy(&r);
             done(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), true);
@@ -579,6 +609,14 @@ static void on_request(void *ctx, bool ok)
         post_close_locked(c);
         pthread_mutex_unlock(&c->mu);
     }
+    if (srv->check_size && !m->peer && c->payload &&
+        grpc_byte_buffer_length(c->payload) > srv->max_msg) {
+        st_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                     "%s: the request is %zu bytes, over the node's limit of %zu "
+                     "(--max-message-bytes)",
+                     m->path, grpc_byte_buffer_length(c->payload), srv->max_msg);
+        return;
+    }
     grpc_slice s = grpc_empty_slice();
     bool has = false;
     if (c->payload) {
@@ -646,9 +684,12 @@ st_status st_server_create(const st_server_options *o, st_server **out)
 
     grpc_arg args[4];
     memset(args, 0, sizeof(args));
+    srv->max_msg = o->max_message_bytes;
+    srv->check_size = o->max_peer_message_bytes > o->max_message_bytes;
+    size_t limit = srv->check_size ? o->max_peer_message_bytes : o->max_message_bytes;
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = (int)o->max_message_bytes;
+    args[0].value.integer = limit > INT_MAX ? INT_MAX : (int)limit;
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = -1;

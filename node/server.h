@@ -55,6 +55,9 @@ typedef struct st_method {
     bool counted; /* counts toward --max-concurrent-calls */
     st_method_fn fn;
     void *svc; /* passed to fn; borrowed, must outlive the server */
+    /* Messages up to st_server_options.max_peer_message_bytes are accepted (replication
+       between nodes); other methods are held to max_message_bytes. */
+    bool peer;
 } st_method;
 
 typedef struct st_server_options {
@@ -63,6 +66,10 @@ typedef struct st_server_options {
     size_t max_message_bytes;      /* largest request message; larger get RESOURCE_EXHAUSTED */
     uint32_t max_concurrent_calls; /* counted calls in progress at once */
     uint32_t requests_per_method;  /* calls kept requested per method per queue; 0 = 16 */
+    /* 0, or larger than max_message_bytes: gRPC then accepts messages up to this size, methods
+       marked `peer` receive them, and a message of another method over max_message_bytes is
+       answered RESOURCE_EXHAUSTED by this module (the handler never sees it). */
+    size_t max_peer_message_bytes;
 } st_server_options;
 
 /*
@@ -140,6 +147,13 @@ void st_call_watch_cancel(st_call *call, void (*on_cancel)(st_call *call));
 
 /* True once the call is known to be cancelled. */
 bool st_call_cancelled(const st_call *call);
+
+/*
+ * Add a trailing metadata entry (key lowercase, e.g. "strata-leader"; key and value copied) to
+ * the status the call will end with. Before the call is finished; at most 4 per call (more are
+ * dropped).
+ */
+void st_call_add_trailer(st_call *call, const char *key, const char *value);
 
 /* Unary: answer with `msg` (packed now; borrowed for the call) and status OK. Finishes. */
 void st_call_reply(st_call *call, const ProtobufCMessage *msg);

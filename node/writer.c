@@ -60,7 +60,8 @@ static void write_group(st_writer *w, st_write_req **group, size_t n)
     if (kept == 0)
         return;
     uint64_t last = 0;
-    st_status s = st_db_write(w->db, b, &last);
+    st_status s =
+        w->o.append ? w->o.append(w->o.append_ctx, b, &last) : st_db_write(w->db, b, &last);
     if (s == ST_INVALID_ARGUMENT && kept > 1) {
         /* One request the engine refuses must not fail the others: one batch each. */
         for (size_t i = 0; i < kept; i++)

@@ -49,6 +49,13 @@ typedef struct st_writer_options {
     /* After every successful group (may be NULL): the engine's sequence is now `seq`. */
     void (*on_applied)(void *ctx, uint64_t seq);
     void *ctx;
+    /*
+     * Write each group with this instead of st_db_write (may be NULL): a cluster node appends
+     * to the replicated log here. Same contract as st_db_write (the batch may be empty);
+     * *last_seq receives the group's last sequence. Runs on the writer thread.
+     */
+    st_status (*append)(void *append_ctx, const st_batch *b, uint64_t *last_seq);
+    void *append_ctx;
 } st_writer_options;
 
 /* Start the writer thread over `db` (borrowed; outlives the writer). */

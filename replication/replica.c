@@ -755,7 +755,7 @@ st_status st_replica_ship_next(st_replica *r, uint32_t peer_id, uint64_t term, s
         bool heartbeat_due = now - p->last_sent_ns >= (int64_t)r->o.heartbeat_ms * 1000000;
         bool room =
             p->inflight_bytes < r->o.max_inflight_bytes && p->inflight_n < MAX_INFLIGHT_MSGS;
-        bool sent = false;
+        bool sent = false, idle = false;
         if (p->timeout_now && p->match_seq >= r->self_match && room) {
             Strata__V1__LeaderMessage m = STRATA__V1__LEADER_MESSAGE__INIT;
             envelope(r, &m);
@@ -798,6 +798,12 @@ st_status st_replica_ship_next(st_replica *r, uint32_t peer_id, uint64_t term, s
             if (room) {
                 s = build_chunk(r, p, out);
                 sent = s == ST_OK;
+            } else if (heartbeat_due) {
+                /* The window is full and stays full if the follower is gone: hand the link
+                   nothing (an empty `out`) so that it can look at its stream, instead of
+                   waiting here on a deadline already past, with the lock, for ever. */
+                st_buf_clear(out);
+                idle = true;
             }
             break;
         case P_SNAP_WAIT:
@@ -819,7 +825,7 @@ st_status st_replica_ship_next(st_replica *r, uint32_t peer_id, uint64_t term, s
             }
             break;
         }
-        if (s || sent)
+        if (s || sent || idle)
             break;
         timed_wait(r, p->last_sent_ns + (int64_t)r->o.heartbeat_ms * 1000000);
     }

@@ -124,7 +124,8 @@ void st_replica_wait(st_replica *r, uint64_t seq, st_ack_level level, int64_t de
  * The next message for `peer`, packed into `out` (cleared first): records, a heartbeat, or a
  * snapshot chunk. Blocks until there is one, or until `term` is no longer this node's leading
  * term (ST_NOT_LEADER: close the link) or the replica stops (ST_SHUTDOWN). `term` is the one
- * role_changed reported.
+ * role_changed reported. ST_OK with `out` empty: nothing can be sent for a heartbeat period (a
+ * snapshot's window is full); the link should check its stream and ask again after a pause.
  */
 st_status st_replica_ship_next(st_replica *r, uint32_t peer, uint64_t term, st_buf *out);
 

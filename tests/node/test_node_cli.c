@@ -149,6 +149,39 @@ static void test_status(void **state)
     free(err);
 }
 
+static void test_health(void **state)
+{
+    (void)state;
+    char *out, *err;
+    /* The node as a whole, and the leader service (a standalone node is its own leader). */
+    const char *const whole[] = {"health", NULL};
+    assert_int_equal(cli(whole, NULL, 0, &out, NULL, &err), 0);
+    assert_string_equal(out, "SERVING\n");
+    free(out);
+    free(err);
+    const char *const leader[] = {"health", "strata.v1.KV.leader", NULL};
+    assert_int_equal(cli(leader, NULL, 0, &out, NULL, &err), 0);
+    assert_string_equal(out, "SERVING\n");
+    free(out);
+    free(err);
+    /* A service the node does not have: the answer, and exit 3. */
+    const char *const other[] = {"health", "no.such.Service", NULL};
+    int rc = cli(other, NULL, 0, &out, NULL, &err);
+    assert_int_equal(rc, 3);
+    assert_true(strstr(out, "SERVICE_UNKNOWN") || strstr(err, "NOT_FOUND"));
+    free(out);
+    free(err);
+    const char *const extra[] = {"health", "a", "b", NULL};
+    assert_int_equal(cli(extra, NULL, 0, &out, NULL, &err), 2);
+    free(out);
+    free(err);
+    const char *const down[] = {"--addr", "127.0.0.1:1", "--timeout", "2000", "health", NULL};
+    assert_int_equal(st_run_cli(down, NULL, 0, &out, NULL, &err), 3);
+    assert_non_null(strstr(err, "UNAVAILABLE"));
+    free(out);
+    free(err);
+}
+
 static void test_exit_codes(void **state)
 {
     (void)state;
@@ -190,7 +223,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_del), cmocka_unit_test(test_binary_values_from_stdin),
         cmocka_unit_test(test_scan),        cmocka_unit_test(test_status),
-        cmocka_unit_test(test_exit_codes),
+        cmocka_unit_test(test_exit_codes),  cmocka_unit_test(test_health),
     };
     return cmocka_run_group_tests_name("node_cli", tests, setup, teardown);
 }

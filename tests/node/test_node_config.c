@@ -204,9 +204,97 @@ static void test_usage_lists_every_flag(void **state)
                            "--workers",
                            "--config",
                            "--port-file",
+                           "--peers",
+                           "--heartbeat-ms",
+                           "--election-ms",
+                           "--wal-retain-bytes",
+                           "--default-ack",
                            "--help"};
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
         assert_non_null(strstr(buf, flags[i]));
+}
+
+static void test_cluster_settings(void **state)
+{
+    (void)state;
+    st_node_config c;
+    bool help;
+    st_cluster cl;
+    bool clustered = true;
+    /* Defaults: standalone, with the cluster timings documented in --help. */
+    const char *const none[] = {NULL};
+    assert_int_equal(parse(&c, none, &help), ST_OK);
+    assert_string_equal(c.peers, "");
+    assert_int_equal(c.heartbeat_ms, 30);
+    assert_int_equal(c.election_ms, 150);
+    assert_int_equal(c.wal_retain_bytes, 256u << 20);
+    assert_int_equal(c.default_ack, ST_ACK_MAJORITY);
+    assert_int_equal(st_config_cluster(&c, &cl, &clustered), ST_OK);
+    assert_false(clustered);
+    assert_int_equal(cl.n, 0);
+
+    const char *const args[] = {"--peers",
+                                "1=127.0.0.1:7401,2=127.0.0.1:7402,3=127.0.0.1:7403",
+                                "--node-id",
+                                "2",
+                                "--heartbeat-ms",
+                                "10",
+                                "--election-ms",
+                                "100",
+                                "--wal-retain-bytes",
+                                "64M",
+                                "--default-ack",
+                                "all",
+                                NULL};
+    assert_int_equal(parse(&c, args, &help), ST_OK);
+    assert_int_equal(c.heartbeat_ms, 10);
+    assert_int_equal(c.election_ms, 100);
+    assert_int_equal(c.wal_retain_bytes, 64u << 20);
+    assert_int_equal(c.default_ack, ST_ACK_ALL);
+    assert_int_equal(st_config_cluster(&c, &cl, &clustered), ST_OK);
+    assert_true(clustered);
+    assert_int_equal(cl.n, 3);
+    assert_string_equal(st_cluster_find(&cl, 2)->addr, "127.0.0.1:7402");
+
+    /* One member (this node) is a standalone node. */
+    const char *const single[] = {"--peers", "1=127.0.0.1:7401", NULL};
+    assert_int_equal(parse(&c, single, &help), ST_OK);
+    assert_int_equal(st_config_cluster(&c, &cl, &clustered), ST_OK);
+    assert_false(clustered);
+    assert_int_equal(cl.n, 1);
+
+    const char *const bad[][5] = {
+        {"--peers", "1=a:1,2=b:2", "--node-id", "3", NULL}, /* not a member */
+        {"--peers", "1=a:1,1=b:2", NULL},                   /* listed twice */
+        {"--peers", "1=nocolon,2=b:2", NULL},               /* no port */
+        {"--peers", "x=a:1", NULL},                         /* no id */
+        {"--default-ack", "some", NULL},
+        {"--heartbeat-ms", "0", NULL},
+        {"--heartbeat-ms", "100", "--election-ms", "150", NULL}, /* under twice the heartbeat */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(parse(&c, bad[i], &help), ST_INVALID_ARGUMENT);
+        assert_true(strlen(st_errmsg()) > 0);
+    }
+    parse(&c, bad[0], &help);
+    assert_non_null(strstr(st_errmsg(), "--node-id 3"));
+    parse(&c, bad[4], &help);
+    assert_non_null(strstr(st_errmsg(), "--default-ack"));
+
+    /* The INI file takes the same keys. */
+    char *dir = st_test_mkdtemp("config_cluster");
+    char *p = write_ini(dir, "[node]\npeers = 1=h1:1,2=h2:2\nnode_id = 1\nheartbeat_ms = 5\n"
+                             "election-ms = 50\ndefault_ack = leader\nwal_retain_bytes = 1M\n");
+    const char *const fargs[] = {"--config", p, NULL};
+    assert_int_equal(parse(&c, fargs, &help), ST_OK);
+    assert_string_equal(c.peers, "1=h1:1,2=h2:2");
+    assert_int_equal(c.heartbeat_ms, 5);
+    assert_int_equal(c.election_ms, 50);
+    assert_int_equal(c.default_ack, ST_ACK_LEADER);
+    assert_int_equal(c.wal_retain_bytes, 1u << 20);
+    free(p);
+    st_test_rmdir(dir);
+    free(dir);
 }
 
 int main(void)
@@ -218,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_file_and_precedence),
         cmocka_unit_test(test_usage_lists_every_flag),
+        cmocka_unit_test(test_cluster_settings),
     };
     return cmocka_run_group_tests_name("node_config", tests, NULL, NULL);
 }
