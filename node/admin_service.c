@@ -117,6 +117,7 @@ static void handle_status(void *svc, st_call *call, const uint8_t *req, size_t l
             peers[i].match_seq = info->peers[i].match_seq;
             peers[i].lag_records = info->peers[i].lag_records;
             peers[i].lag_ms = info->peers[i].lag_ms;
+            peers[i].lag_bytes = info->peers[i].lag_bytes;
             peers[i].state = (char *)(info->peers[i].state ? info->peers[i].state : "");
             pp[i] = &peers[i];
         }

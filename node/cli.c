@@ -539,8 +539,9 @@ static int cmd_status(conn *k, int argc)
             const Strata__V1__PeerStatus *ps = p->peers[i];
             printf("peer %u: %s", ps->id, ps->address);
             if (ps->state && *ps->state)
-                printf(" state=%s match_seq=%" PRIu64 " lag_records=%" PRIu64 " lag_ms=%" PRIu64,
-                       ps->state, ps->match_seq, ps->lag_records, ps->lag_ms);
+                printf(" state=%s match_seq=%" PRIu64 " lag_records=%" PRIu64 " lag_bytes=%" PRIu64
+                       " lag_ms=%" PRIu64,
+                       ps->state, ps->match_seq, ps->lag_records, ps->lag_bytes, ps->lag_ms);
             printf("\n");
         }
     }

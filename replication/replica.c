@@ -27,6 +27,7 @@
 #include "replication/raft_state.h"
 
 #define TICK_MS           5
+#define LAG_MARKS         4096
 #define MAX_INFLIGHT_MSGS 256
 
 typedef struct waiter {
@@ -89,6 +90,13 @@ struct st_replica {
     pthread_mutex_t follow_mu; /* see the top of the file */
 
     /* guarded by mu */
+    /* Log bytes this node appended as leader: (last sequence, running total) per append, the
+       newest LAG_MARKS of them, so that a follower's lag can be told in bytes. */
+    struct {
+        uint64_t seq, bytes;
+    } lag_mark[LAG_MARKS];
+    size_t lag_next, lag_count;
+    uint64_t log_bytes;
     st_raft_state ps; /* persisted term and vote */
     st_role role;
     uint32_t leader_id;
@@ -366,6 +374,12 @@ st_status st_replica_append(st_replica *r, const st_batch *batch, uint64_t *last
     if (s == ST_OK && r->role == ST_ROLE_LEADER && r->ps.term == term) {
         if (last > r->self_match)
             r->self_match = last;
+        r->log_bytes += st_batch_bytes(batch);
+        r->lag_mark[r->lag_next].seq = last;
+        r->lag_mark[r->lag_next].bytes = r->log_bytes;
+        r->lag_next = (r->lag_next + 1) % LAG_MARKS;
+        if (r->lag_count < LAG_MARKS)
+            r->lag_count++;
         advance_commit(r);
         pthread_cond_broadcast(&r->cv);
     }
@@ -1706,6 +1720,36 @@ static const char *peer_state_name(const st_replica *r, const peer *p, int64_t n
     }
 }
 
+/*
+ * Log bytes after sequence `seq` appended by this leader (mu held): from the newest mark at or
+ * below seq. When seq is older than every mark kept (or the records came from an earlier
+ * leader), what the marks cover: a lower bound.
+ */
+static uint64_t lag_bytes_after(const st_replica *r, uint64_t seq)
+{
+    if (r->lag_count == 0)
+        return 0;
+    size_t newest = (r->lag_next + LAG_MARKS - 1) % LAG_MARKS;
+    if (r->lag_mark[newest].seq <= seq)
+        return 0;
+    uint64_t base = 0; /* the running total at seq */
+    /* Marks are in sequence order, oldest at lag_next - lag_count: binary search. */
+    size_t lo = 0, hi = r->lag_count; /* offsets from the oldest */
+    size_t oldest = (r->lag_next + LAG_MARKS - r->lag_count) % LAG_MARKS;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r->lag_mark[(oldest + mid) % LAG_MARKS].seq <= seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo > 0)
+        base = r->lag_mark[(oldest + lo - 1) % LAG_MARKS].bytes;
+    else if (r->lag_count == LAG_MARKS)
+        base = r->lag_mark[oldest].bytes; /* older marks were overwritten */
+    return r->log_bytes - base;
+}
+
 void st_replica_info_get(st_replica *r, st_replica_info *out)
 {
     memset(out, 0, sizeof(*out));
@@ -1728,6 +1772,7 @@ void st_replica_info_get(st_replica *r, st_replica_info *out)
         pi->match_seq = r->role == ST_ROLE_LEADER ? p->match_seq : 0;
         pi->lag_records = out->last_seq > pi->match_seq ? out->last_seq - pi->match_seq : 0;
         pi->lag_ms = r->role == ST_ROLE_LEADER ? (uint64_t)((now - p->last_ack_ns) / 1000000) : 0;
+        pi->lag_bytes = r->role == ST_ROLE_LEADER ? lag_bytes_after(r, pi->match_seq) : 0;
         pi->state = peer_state_name(r, p, now);
     }
     out->elections = r->n_elections;

@@ -171,8 +171,9 @@ typedef struct st_peer_info {
     char addr[256];
     uint64_t match_seq; /* highest sequence known to be durable there */
     uint64_t lag_records;
-    uint64_t lag_ms;   /* since the leader last heard from it */
-    const char *state; /* "streaming", "probing", "snapshotting", "disconnected" */
+    uint64_t lag_bytes; /* log bytes behind (of what this leader appended; a lower bound) */
+    uint64_t lag_ms;    /* since the leader last heard from it */
+    const char *state;  /* "streaming", "probing", "snapshotting", "disconnected" */
 } st_peer_info;
 
 typedef struct st_replica_info {

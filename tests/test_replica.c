@@ -601,6 +601,20 @@ static void test_snapshot_catch_up(void **state)
         assert_int_equal(put_retry(c, k, v, ST_ACK_MAJORITY), ST_OK);
     }
     leader = wait_leader(c, 3000, 0);
+    /* The leader tells how far behind the stopped member is, in records and in bytes (each
+       record carries a 199-byte value). */
+    st_replica_info li;
+    st_replica_info_get(c->nodes[leader]->r, &li);
+    bool seen = false;
+    for (uint32_t i = 0; i < li.npeers; i++) {
+        if (li.peers[i].id != lagger)
+            continue;
+        seen = true;
+        assert_true(li.peers[i].lag_records >= 1);
+        assert_true(li.peers[i].lag_bytes >= 199);
+        assert_true(li.peers[i].lag_bytes <= li.peers[i].lag_records * 300);
+    }
+    assert_true(seen);
     /* Let the leader's retention check see the WAL over budget, then flush and trim it. */
     sleep_ms(300);
     for (uint32_t i = 1; i <= N; i++)
@@ -622,6 +636,13 @@ static void test_snapshot_catch_up(void **state)
     /* And it keeps up afterwards. */
     assert_int_equal(put_retry(c, "post", "snap", ST_ACK_ALL), ST_OK);
     assert_converged(c, 3000);
+    /* Caught up: no lag left, by either measure. */
+    leader = wait_leader(c, 3000, 0);
+    st_replica_info_get(c->nodes[leader]->r, &li);
+    for (uint32_t i = 0; i < li.npeers; i++) {
+        assert_int_equal(li.peers[i].lag_records, 0);
+        assert_int_equal(li.peers[i].lag_bytes, 0);
+    }
     cluster_free(c);
 }
 
