@@ -41,6 +41,7 @@ const (
 // node is a strata-node child process in its own temporary directory.
 type node struct {
 	dir, dataDir, portFile, logPath string
+	listen                          string // "127.0.0.1:0" (any free port) unless set
 	extra                           []string
 	cmd                             *exec.Cmd
 	done                            chan struct{}
@@ -63,13 +64,14 @@ func newNode(tag string, extra ...string) (*node, error) {
 		dataDir:  filepath.Join(dir, "data"),
 		portFile: filepath.Join(dir, "port"),
 		logPath:  filepath.Join(dir, "node.log"),
+		listen:   "127.0.0.1:0",
 		extra:    extra,
 	}, nil
 }
 
 func (n *node) start() error {
 	os.Remove(n.portFile)
-	args := append([]string{"--listen", "127.0.0.1:0", "--port-file", n.portFile,
+	args := append([]string{"--listen", n.listen, "--port-file", n.portFile,
 		"--data-dir", n.dataDir, "--sync", "none"}, n.extra...)
 	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

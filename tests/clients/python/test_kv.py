@@ -3,7 +3,8 @@
 
 Stubs are generated from proto/ at test time (python3 -m grpc_tools.protoc) into a temporary
 directory; nothing generated is kept. Each test class starts its own strata-node on 127.0.0.1
-port 0 (--port-file) with a temporary data directory.
+port 0 (--port-file) with a temporary data directory; ExampleClusterTest starts three, forming a
+cluster on free loopback ports picked beforehand (--peers names them).
 
 Environment:
   STRATA_NODE        path to the strata-node binary (required; ctest passes it)
@@ -20,6 +21,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -101,7 +103,8 @@ SC = grpc.StatusCode
 class Node:
     """A strata-node child process in its own temporary directory."""
 
-    def __init__(self, tag, extra=()):
+    def __init__(self, tag, extra=(), listen="127.0.0.1:0"):
+        self.listen = listen
         self.dir = tempfile.mkdtemp(prefix="strata-py-%s-" % tag, dir=TMP_ROOT)
         self.data_dir = os.path.join(self.dir, "data")
         self.port_file = os.path.join(self.dir, "port")
@@ -113,7 +116,7 @@ class Node:
     def start(self):
         if os.path.exists(self.port_file):
             os.unlink(self.port_file)
-        args = [NODE_BIN, "--listen", "127.0.0.1:0", "--port-file", self.port_file,
+        args = [NODE_BIN, "--listen", self.listen, "--port-file", self.port_file,
                 "--data-dir", self.data_dir, "--sync", "none"] + self.extra
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -718,6 +721,120 @@ class RestartTest(unittest.TestCase):
                              % (rc, node.log()[-4000:]))
         finally:
             node.cleanup()
+
+
+class ExampleClusterTest(unittest.TestCase):
+    """examples/python/strata_client.py against a 3-node cluster: sent to a follower, its writes
+    go to the leader; started while the leader is dead, it waits out the election."""
+
+    # tests/node/cluster_harness.c's timings: elections take a few hundred milliseconds.
+    CLUSTER_FLAGS = ["--heartbeat-ms", "20", "--election-ms", "150", "--workers", "2"]
+
+    def setUp(self):
+        self.nodes = []
+        self.stubs = tempfile.mkdtemp(prefix="strata-example-stubs-", dir=TMP_ROOT)
+        self.addCleanup(shutil.rmtree, self.stubs, True)
+        self.addCleanup(self.stop_nodes)
+        for attempt in range(5):
+            ports = self.free_ports(3)
+            peers = ",".join("%d=127.0.0.1:%d" % (i + 1, p) for i, p in enumerate(ports))
+            self.nodes = [Node("cluster-n%d" % (i + 1),
+                               self.CLUSTER_FLAGS + ["--node-id", str(i + 1), "--peers", peers],
+                               listen="127.0.0.1:%d" % p) for i, p in enumerate(ports)]
+            try:
+                for n in self.nodes:
+                    n.start()
+                return
+            except AssertionError as e:
+                # Most likely a port taken meanwhile: start over on fresh ones.
+                print("cluster start attempt %d failed: %s" % (attempt + 1, str(e)[-2000:]),
+                      file=sys.stderr)
+                for n in self.nodes:
+                    n.cleanup()
+        self.fail("a 3-node cluster did not start in 5 attempts")
+
+    def stop_nodes(self):
+        """SIGTERM every node still running; each must exit 0 (a killed one is left alone)."""
+        bad = []
+        for n in self.nodes:
+            killed = n.proc is not None and n.proc.poll() is not None
+            rc = n.stop()
+            if not killed and rc != 0:
+                bad.append("%s exited %d after SIGTERM; log:\n%s" % (n.addr, rc, n.log()[-4000:]))
+            n.cleanup()
+        if bad:
+            raise AssertionError("\n".join(bad))
+
+    @staticmethod
+    def free_ports(n):
+        """n distinct free loopback ports: all bound at once (so they differ), then released."""
+        socks = [socket.socket() for _ in range(n)]
+        try:
+            for s in socks:
+                s.bind(("127.0.0.1", 0))
+            return [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+
+    def status(self, node):
+        with grpc.insecure_channel(node.addr) as ch:
+            return admin_pb2_grpc.AdminStub(ch).Status(admin_pb2.StatusRequest(), timeout=2)
+
+    def wait_leader(self, timeout=30.0):
+        """The node every live member names as leader, once they agree on one."""
+        deadline = time.monotonic() + timeout
+        live = [n for n in self.nodes if n.proc.poll() is None]
+        while time.monotonic() < deadline:
+            try:
+                st = [self.status(n) for n in live]
+            except grpc.RpcError:
+                st = []
+            leaders = [n for n, s in zip(live, st) if s.role == "leader"]
+            if len(leaders) == 1 and all(s.leader_addr == leaders[0].addr for s in st):
+                return leaders[0]
+            time.sleep(0.05)
+        self.fail("no agreed leader among %s in %.0f s" % ([n.addr for n in live], timeout))
+
+    def run_example(self, addrs):
+        example = os.path.join(SOURCE_DIR, "examples/python/strata_client.py")
+        env = dict(os.environ, STRATA_STUBS_DIR=self.stubs)
+        out = subprocess.run([sys.executable, example, "--addr", ",".join(addrs)], env=env,
+                             capture_output=True, timeout=120)
+        self.assertEqual(out.returncode, 0, "--addr %s: %s" % (
+            ",".join(addrs), out.stderr.decode(errors="replace")))
+        text = out.stdout.decode()
+        for want in ["greeting = hello, strata", "fruit/apple = red", "fruit/banana = yellow",
+                     "fruit/cherry = dark red", "fruit/banana: NOT_FOUND"]:
+            self.assertIn(want, text)
+        return int(text.split("written at seq ")[1].split(")")[0])
+
+    def assertOnLeader(self, leader, seq):
+        """The example's writes, from seq on, are in the leader."""
+        with grpc.insecure_channel(leader.addr) as ch:
+            kv = kv_pb2_grpc.KVStub(ch)
+            got = kv.Get(kv_pb2.GetRequest(key=b"greeting"), timeout=CALL_TIMEOUT)
+            self.assertEqual(got.value, b"hello, strata")
+            pairs, _ = scan_pairs(kv, start=b"fruit/", end=b"fruit0")
+            self.assertEqual(pairs, [(b"fruit/apple", b"red"), (b"fruit/cherry", b"dark red")])
+        # Put, Get, Write of 4, Delete: the leader holds at least seq + 4 + 1.
+        self.assertGreaterEqual(self.status(leader).commit_seq, seq + 5)
+
+    def test_example_follows_the_leader(self):
+        leader = self.wait_leader()
+        followers = [n for n in self.nodes if n is not leader]
+        # Only a follower's address: the example can reach the leader only through the hint.
+        seq = self.run_example([followers[0].addr])
+        self.assertOnLeader(leader, seq)
+        # The leader is killed: the first address is dead, the others elect a new leader while
+        # the example runs (its first write most likely lands in the election).
+        leader.proc.kill()
+        leader.proc.wait()
+        seq2 = self.run_example([leader.addr] + [n.addr for n in followers])
+        self.assertGreater(seq2, seq)
+        new_leader = self.wait_leader()
+        self.assertIn(new_leader, followers)
+        self.assertOnLeader(new_leader, seq2)
 
 
 def main():
