@@ -128,8 +128,11 @@ static void find_prev_user_entry(st_iter *d)
             return;
         if (seq > d->seq)
             continue;
+        /* Beyond the range. A reverse walk starts below end and the merged order keeps it
+           there (entries inserted since are newer than d->seq: skipped above), so this is only
+           a guard of the bound, not a fix for keys out of order. */
         if (has_end(d) && st_slice_cmp(ukey, buf_slice(&d->end)) >= 0)
-            continue; /* beyond the range: only a newer write racing the seek can put it here */
+            continue;
         if (value_kind != ST_KIND_DELETE && st_slice_cmp(ukey, buf_slice(&d->saved_key)) < 0)
             break; /* saved_key's versions are all behind us */
         value_kind = kind;

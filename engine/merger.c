@@ -149,6 +149,14 @@ static void turn_forward(merger *m)
 /*
  * Going forward, every child but the current one stands after (key, cur); put each just before
  * it: on its last entry < key, or <= key for a lower-indexed child (see turn_forward).
+ *
+ * A memtable child may take a newer insert between its seek and the step back. If the insert
+ * sorts between (key, cur) and where the seek left the child, the step back lands on it, after
+ * the current entry; or, when the seek ran past the end, the last entry may be such an insert.
+ * Either way the child steps back further, over everything that sorts after (key, cur) in merged
+ * order, so that the current entry stays the top of the heap and the merged order holds. (Left
+ * there, the child would become the top, and the next prev would move it instead of the current
+ * child: the merged iterator would then return key again, after entries that sort before it.)
  */
 static void turn_reverse(merger *m)
 {
@@ -163,21 +171,17 @@ static void turn_reverse(merger *m)
             while (st_it_valid(c) && st_ikey_cmp(st_it_key(c), k) == 0)
                 st_it_next(c);
         }
-        if (st_it_valid(c)) {
+        if (st_it_valid(c))
             st_it_prev(c);
-        } else if (st_it_status(c) == ST_OK) {
-            /* Past the end: the last entry is before k, unless a memtable child took a newer
-               insert after k since the seek. Step back over anything that sorts after the
-               current entry (k, cur) in merged order. */
+        else if (st_it_status(c) == ST_OK)
             st_it_seek_last(c);
-            while (st_it_valid(c)) {
-                int r = st_ikey_cmp(st_it_key(c), k);
-                if (r < 0 || (r == 0 && j < cur))
-                    break;
-                st_it_prev(c);
-            }
+        /* else the child failed: it stays invalid, and rebuild() notices */
+        while (st_it_valid(c)) {
+            int r = st_ikey_cmp(st_it_key(c), k);
+            if (r < 0 || (r == 0 && j < cur))
+                break;
+            st_it_prev(c);
         }
-        /* else the child failed: leave it invalid, rebuild() notices */
     }
     m->dir = REVERSE;
     rebuild(m);
