@@ -63,7 +63,7 @@ static grpc_channel *open_channel(const char *addr)
     args[n++].value.integer = 50;
     args[n].type = GRPC_ARG_INTEGER;
     args[n].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
-    args[n++].value.integer = 1000;
+    args[n++].value.integer = 250; /* a node back from a crash rejoins within ~250 ms */
     args[n].type = GRPC_ARG_INTEGER;
     args[n].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS; /* also the connect timeout */
     args[n++].value.integer = 2000;
