@@ -14,7 +14,9 @@
  *
  * Clusters: --addr may list several nodes; the first that can be reached is used. A call
  * answered FAILED_PRECONDITION with the leader's address (trailing metadata "strata-leader",
- * e.g. a write sent to a follower) is sent once more, to the leader; --verbose says so.
+ * e.g. a write sent to a follower) is sent once more, to the leader; --verbose says so. When
+ * that address cannot be reached from here (the cluster's own name for the leader, behind
+ * ports published elsewhere), the other listed addresses are asked in turn.
  *
  * Bytes: with --hex, KEY/VALUE/START/END arguments are hex and output is hex; with --escape,
  * arguments may hold C escapes (\n, \t, \\, \xNN) and output is escaped. Otherwise arguments
@@ -302,6 +304,38 @@ static void conn_unary(conn *k, const char *method, const uint8_t *req, size_t l
     snprintf(k->addr, sizeof(k->addr), "%s", target);
     st_rpc_result_free(r);
     st_rpc_unary(k->c, method, req, len, true, k->timeout, r);
+    if (r->code != GRPC_STATUS_UNAVAILABLE || k->naddrs < 2)
+        return;
+    /* The leader's address as the cluster knows it cannot be reached from here (a name only the
+       cluster's own network resolves, say, with ports published on this host): ask the listed
+       addresses in turn. Followers refuse a write before it is logged, so nothing is applied
+       twice; the first answer that is not a follower's refusal or unreachable is the one. */
+    for (size_t i = 0; i < k->naddrs; i++) {
+        if (strcmp(k->addrs[i], target) == 0)
+            continue;
+        st_rpc_client *other = st_rpc_client_create(k->addrs[i], 0);
+        if (!other)
+            continue;
+        st_rpc_result r2;
+        st_rpc_unary(other, method, req, len, true, k->timeout, &r2);
+        const char *hint = r2.code == GRPC_STATUS_FAILED_PRECONDITION
+                               ? st_rpc_result_trailer(&r2, "strata-leader")
+                               : NULL;
+        if (r2.code == GRPC_STATUS_UNAVAILABLE || (hint && *hint)) {
+            st_rpc_result_free(&r2);
+            st_rpc_client_destroy(other);
+            continue;
+        }
+        if (k->verbose)
+            fprintf(stderr, "strata: the leader at %s cannot be reached; %s answered instead\n",
+                    target, k->addrs[i]);
+        st_rpc_result_free(r);
+        *r = r2;
+        st_rpc_client_destroy(k->c);
+        k->c = other;
+        snprintf(k->addr, sizeof(k->addr), "%s", k->addrs[i]);
+        return;
+    }
 }
 
 static int cmd_put(conn *k, out_mode mode, int argc, char **argv)
