@@ -41,6 +41,7 @@ typedef struct cluster_t {
     st_cluster members;
     char *base;
     uint64_t wal_retain_bytes;
+    atomic_int votes_in_flight; /* vote threads (detached) not yet finished */
 } cluster_t;
 
 struct node {
@@ -168,6 +169,7 @@ static void *vote_main(void *p)
         pthread_rwlock_unlock(&from->life);
     }
     free(va);
+    atomic_fetch_sub(&c->votes_in_flight, 1); /* the last touch of c */
     return NULL;
 }
 
@@ -178,6 +180,7 @@ static void request_vote(void *ctx, uint32_t peer, const Strata__V1__VoteRequest
     va->from = n;
     va->to = peer;
     va->req = *req;
+    atomic_fetch_add(&n->c->votes_in_flight, 1);
     pthread_t t;
     pthread_create(&t, NULL, vote_main, va);
     pthread_detach(t);
@@ -243,13 +246,16 @@ static void node_stop(cluster_t *c, uint32_t id)
     node *n = c->nodes[id];
     atomic_store(&n->up, false);
     st_replica_shutdown(n->r);
+    /* Wait for deliveries in progress from other nodes' threads to leave (a vote answer may
+       still make this node leader and start links), then for the links to end. */
+    pthread_rwlock_wrlock(&n->life);
+    pthread_mutex_lock(&n->mu);
     for (uint32_t p = 1; p <= N; p++) {
         if (n->link_running[p])
             pthread_join(n->links[p], NULL);
         n->link_running[p] = false;
     }
-    /* Wait for deliveries in progress from other nodes' threads to leave. */
-    pthread_rwlock_wrlock(&n->life);
+    pthread_mutex_unlock(&n->mu);
     st_replica_destroy(n->r);
     n->r = NULL;
     pthread_rwlock_unlock(&n->life);
@@ -277,7 +283,8 @@ static void cluster_free(cluster_t *c)
         if (c->nodes[i] && c->nodes[i]->r)
             node_stop(c, i);
     }
-    sleep_ms(50); /* detached vote threads */
+    while (atomic_load(&c->votes_in_flight) > 0) /* detached vote threads */
+        sleep_ms(1);
     for (uint32_t i = 1; i <= N; i++) {
         node *n = c->nodes[i];
         if (!n)
