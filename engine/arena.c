@@ -1,27 +1,43 @@
-/* arena.c - bump allocation in malloc'd blocks, freed together. */
+/* arena.c - bump allocation in blocks carved from mapped chunks, freed together. */
 #include "engine/arena.h"
 
 #include <assert.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /*
- * Each block starts with this header, so the blocks form a list that destroy walks: no separate
- * array to grow (and fail) while allocating. The union keeps the payload that follows the header
- * aligned for ST_ARENA_ALIGN.
+ * Blocks are carved from chunks the arena maps itself (anonymous mmap) instead of coming one by
+ * one from malloc: destroying the arena unmaps its chunks, so the memory of a flushed memtable
+ * goes back to the kernel at once. From malloc it went back to the allocator, which keeps freed
+ * pages resident for a while (jemalloc: 10 s by default) and, with a memtable freed every few
+ * megabytes written, held tens of megabytes that nothing used. Only the pages a block touches
+ * become resident, so the unused tail of the newest chunk costs address space, not memory.
+ *
+ * Each mapping starts with this header, so the mappings form a list that destroy walks. Its size
+ * is a multiple of ST_ARENA_ALIGN, so what follows it is aligned.
  */
-typedef union block {
-    union block *next;
-    uint64_t align_u64;
-    void *align_ptr;
-} block;
+typedef union chunk {
+    struct {
+        union chunk *next;
+        size_t len; /* bytes mapped, this header included */
+    } h;
+    uint64_t align_u64[2];
+    void *align_ptr[2];
+} chunk;
+
+/* Bytes of one standard chunk; a block larger than a quarter of it gets a mapping of its own. */
+#define CHUNK_BYTES ((size_t)1 << 20)
 
 struct st_arena {
     char *ptr;         /* next free byte of the current block */
     size_t remaining;  /* free bytes left at ptr */
     size_t block_size; /* payload bytes of a standard block */
-    block *blocks;     /* every block, newest first */
+    chunk *chunks;     /* every mapping, newest first */
+    char *chunk_ptr;   /* where the next block is carved from the newest standard chunk */
+    size_t chunk_left; /* bytes left there */
     /* Written only by the allocating thread; read by anyone, hence atomic. Relaxed is enough: it
        is a statistic, ordered with nothing else. */
     _Atomic size_t usage;
@@ -37,6 +53,8 @@ st_status st_arena_create(size_t block_size, st_arena **out)
         block_size = ST_ARENA_BLOCK_SIZE;
     if (block_size < 64)
         block_size = 64;
+    /* Blocks follow each other in a chunk: whole multiples of the alignment keep each aligned. */
+    block_size = (block_size + ST_ARENA_ALIGN - 1) & ~(ST_ARENA_ALIGN - 1);
     a->block_size = block_size;
     atomic_init(&a->usage, 0);
     *out = a;
@@ -47,28 +65,60 @@ void st_arena_destroy(st_arena *a)
 {
     if (!a)
         return;
-    block *b = a->blocks;
-    while (b) {
-        block *next = b->next;
-        free(b);
-        b = next;
+    chunk *c = a->chunks;
+    while (c) {
+        chunk *next = c->h.next;
+        munmap(c, c->h.len);
+        c = next;
     }
     free(a);
 }
 
-/* A new block with `bytes` of payload, linked into the list; NULL if malloc fails. */
+/* A fresh mapping with room for `payload` bytes after its header, linked into the list. */
+static chunk *map_chunk(st_arena *a, size_t payload)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (payload > SIZE_MAX - sizeof(chunk) - page)
+        return NULL;
+    size_t len = (sizeof(chunk) + payload + page - 1) & ~(page - 1);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    chunk *c = p;
+    c->h.next = a->chunks;
+    c->h.len = len;
+    a->chunks = c;
+    return c;
+}
+
+/* A new block with `bytes` of payload; NULL if no memory can be mapped. */
 static char *new_block(st_arena *a, size_t bytes)
 {
-    if (bytes > SIZE_MAX - sizeof(block))
+    if (bytes > SIZE_MAX - ST_ARENA_ALIGN)
         return NULL;
-    block *b = malloc(sizeof(block) + bytes);
-    if (!b)
-        return NULL;
-    b->next = a->blocks;
-    a->blocks = b;
+    bytes = (bytes + ST_ARENA_ALIGN - 1) & ~(ST_ARENA_ALIGN - 1);
+    char *p;
+    if (bytes > CHUNK_BYTES / 4) {
+        /* A mapping of its own; the standard chunk keeps its tail for later blocks. */
+        chunk *c = map_chunk(a, bytes);
+        if (!c)
+            return NULL;
+        p = (char *)(c + 1);
+    } else {
+        if (bytes > a->chunk_left) {
+            chunk *c = map_chunk(a, CHUNK_BYTES - sizeof(chunk));
+            if (!c)
+                return NULL;
+            a->chunk_ptr = (char *)(c + 1);
+            a->chunk_left = c->h.len - sizeof(chunk);
+        }
+        p = a->chunk_ptr;
+        a->chunk_ptr += bytes;
+        a->chunk_left -= bytes;
+    }
     size_t used = atomic_load_explicit(&a->usage, memory_order_relaxed);
-    atomic_store_explicit(&a->usage, used + sizeof(block) + bytes, memory_order_relaxed);
-    return (char *)(b + 1);
+    atomic_store_explicit(&a->usage, used + bytes, memory_order_relaxed);
+    return p;
 }
 
 /* The current block cannot hold `bytes` (after alignment): get memory elsewhere. */
@@ -112,8 +162,8 @@ void *st_arena_alloc_aligned(st_arena *a, size_t bytes)
         a->remaining -= slop + bytes;
         return p;
     }
-    /* Fresh blocks start aligned: malloc's alignment is at least the header's, and the header
-       size is a multiple of ST_ARENA_ALIGN. */
+    /* Fresh blocks start aligned: mappings are page-aligned, the header and every block are
+       whole multiples of ST_ARENA_ALIGN. */
     void *p = alloc_fallback(a, bytes);
     assert(((uintptr_t)p & (ST_ARENA_ALIGN - 1)) == 0);
     return p;

@@ -1,11 +1,13 @@
 /*
  * arena.h - a bump allocator whose memory is freed all at once (LevelDB util/arena.h).
  *
- * Memory comes in blocks (4 KiB by default) obtained from malloc; each allocation takes the next
- * bytes of the current block. A request that does not fit there and is larger than a quarter of
- * the block size gets a block of its own, so it does not abandon the rest of the current block; a
- * smaller one starts a new current block. Nothing is freed before st_arena_destroy, which frees
- * every block. The memtable and its skiplist live in one arena.
+ * Memory comes in blocks (4 KiB by default), carved from chunks of 1 MiB that the arena maps
+ * itself (anonymous mmap); each allocation takes the next bytes of the current block. A request
+ * that does not fit there and is larger than a quarter of the block size gets a block of its own,
+ * so it does not abandon the rest of the current block; a smaller one starts a new current block.
+ * Nothing is freed before st_arena_destroy, which unmaps every chunk: the memory goes straight back
+ * to the kernel instead of lingering in the malloc allocator's free lists (and in the process's
+ * RSS). The memtable and its skiplist live in one arena.
  *
  * Concurrency: ONE thread at a time allocates (the caller serialises); st_arena_usage may be
  * called from any thread at any time, concurrently with that allocating thread.
@@ -48,7 +50,7 @@ void *st_arena_alloc(st_arena *a, size_t bytes);
 void *st_arena_alloc_aligned(st_arena *a, size_t bytes);
 
 /*
- * Bytes obtained from malloc for blocks so far (block sizes plus their bookkeeping), which is
+ * Bytes of the blocks handed out so far (block sizes rounded up to ST_ARENA_ALIGN), which is
  * at least the sum of all allocations. Never decreases. Safe from any thread (an atomic load).
  */
 size_t st_arena_usage(const st_arena *a);

@@ -268,7 +268,7 @@ static st_status open_inputs(merge_state *ms, st_iterator **out)
             st_table *t;
             if ((s = st_table_cache_get(ms->db->tc, f->number, f->dat_bytes, &t)))
                 break;
-            list[k] = st_table_iter(t);
+            list[k] = st_table_iter_once(t); /* not through the map: see table.h */
             st_table_unref(t);
             if (!list[k++])
                 s = st_error(ST_NO_MEMORY, "out of memory");

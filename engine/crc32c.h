@@ -2,8 +2,10 @@
  * crc32c.h - CRC-32C (Castagnoli), the checksum of every strata file and message.
  *
  * The computation is Intel ISA-L's crc32_iscsi (Debian libisal), which picks the SSE4.2 /
- * PCLMUL implementation at run time. Stored checksums are masked (st_crc32c_mask), as LevelDB
- * does, because computing the CRC of a string that contains embedded CRCs is otherwise weak.
+ * PCLMUL (or AVX-512) implementation at run time; st_crc32c_extend clears the upper vector
+ * register state it leaves behind, which would otherwise slow every SSE instruction after it.
+ * Stored checksums are masked (st_crc32c_mask), as LevelDB does, because computing the CRC of a
+ * string that contains embedded CRCs is otherwise weak.
  */
 #ifndef STRATA_ENGINE_CRC32C_H
 #define STRATA_ENGINE_CRC32C_H

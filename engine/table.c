@@ -490,6 +490,20 @@ static st_status load_block(st_table *t, uint32_t i, blockref *br)
     return ST_OK;
 }
 
+/* Block i read with pread into an allocation of br's own, whether or not the table is mapped. */
+static st_status read_owned_block(st_table *t, uint32_t i, blockref *br)
+{
+    cached_block *cb;
+    st_status s = read_block(t, i, &cb);
+    br->h = NULL;
+    br->owned = NULL;
+    if (s != ST_OK)
+        return s;
+    br->blk = cb->blk;
+    br->owned = cb;
+    return ST_OK;
+}
+
 static void release_block(st_table *t, blockref *br)
 {
     if (br->h)
@@ -602,6 +616,7 @@ static const st_block empty_block = {empty_bytes, 0, 1};
 typedef struct table_iter {
     st_iterator base;
     st_table *t;
+    bool once;   /* read blocks with pread into owned buffers (st_table_iter_once) */
     bool loaded; /* br holds block bi */
     uint32_t bi;
     blockref br;
@@ -637,7 +652,8 @@ static bool ti_load(table_iter *it, uint32_t i)
 {
     if (!it->loaded || it->bi != i) {
         ti_unload(it);
-        st_status s = load_block(it->t, i, &it->br);
+        st_status s =
+            it->once ? read_owned_block(it->t, i, &it->br) : load_block(it->t, i, &it->br);
         if (s != ST_OK) {
             ti_fail(it, s);
             return false;
@@ -784,16 +800,27 @@ static const st_iterator_ops table_iter_ops = {
     .destroy = ti_destroy,
 };
 
-st_iterator *st_table_iter(st_table *t)
+static st_iterator *new_table_iter(st_table *t, bool once)
 {
     table_iter *it = calloc(1, sizeof(*it));
     if (!it)
         return NULL;
     it->base.ops = &table_iter_ops;
     it->t = t;
+    it->once = once;
     st_table_ref(t);
     st_block_cursor_init(&it->c, &empty_block, t->dat_path, 0);
     return &it->base;
+}
+
+st_iterator *st_table_iter(st_table *t)
+{
+    return new_table_iter(t, false);
+}
+
+st_iterator *st_table_iter_once(st_table *t)
+{
+    return new_table_iter(t, true);
 }
 
 /* ---- Verify ---- */

@@ -77,6 +77,15 @@ st_status st_table_get(st_table *t, st_slice lookup_ikey, bool *found, st_kind *
 st_iterator *st_table_iter(st_table *t);
 
 /*
+ * The same iterator for a reader that passes over each block once (a compaction): every block is
+ * read with pread into a buffer of the iterator's own, its CRC checked each time, bypassing the
+ * map and the block cache. Reading through the map would make every page of the inputs resident
+ * in the process (mapped pages count in its RSS until the inputs are deleted: tens of megabytes
+ * for an L0 compaction), and through the cache it would evict the blocks readers use.
+ */
+st_iterator *st_table_iter_once(st_table *t);
+
+/*
  * Read every block and check its CRC and structure, and that the blocks agree with the index and
  * the .meta: first keys, key order across blocks, entry and tombstone counts, sequence range,
  * smallest and largest key.
