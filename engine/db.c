@@ -1328,6 +1328,29 @@ typedef struct replay_ctx {
     uint64_t applied;
 } replay_ctx;
 
+/*
+ * While opening: hand the memtable, holding records up to last_seq, to the flush thread as a
+ * switch would, without a new segment (the records are already in the log).
+ */
+static st_status park_memtable(st_db *db, uint64_t last_seq)
+{
+    if (db->nimms == db->cap_imms) {
+        size_t c = db->cap_imms ? db->cap_imms * 2 : 8;
+        st_imm *p = realloc(db->imms, c * sizeof(*p));
+        if (!p)
+            return st_error(ST_NO_MEMORY, "out of memory");
+        db->imms = p;
+        db->cap_imms = c;
+    }
+    st_memtable *m;
+    st_status s = st_memtable_create(&m);
+    if (s)
+        return s;
+    db->imms[db->nimms++] = (st_imm){db->mem, last_seq};
+    db->mem = m;
+    return ST_OK;
+}
+
 static st_status replay_record(void *arg, const st_wal_found *rec)
 {
     replay_ctx *rc = arg;
@@ -1338,22 +1361,9 @@ static st_status replay_record(void *arg, const st_wal_found *rec)
         return ST_OK;
     }
     if (st_memtable_bytes(db->mem) >= db->opts.memtable_bytes) {
-        /* Park the full memtable for the flush thread, as a switch would (no new segment: the
-           records are already in the log). */
-        if (db->nimms == db->cap_imms) {
-            size_t c = db->cap_imms ? db->cap_imms * 2 : 8;
-            st_imm *p = realloc(db->imms, c * sizeof(*p));
-            if (!p)
-                return st_error(ST_NO_MEMORY, "out of memory");
-            db->imms = p;
-            db->cap_imms = c;
-        }
-        st_memtable *m;
-        st_status s = st_memtable_create(&m);
+        st_status s = park_memtable(db, rc->applied);
         if (s)
             return s;
-        db->imms[db->nimms++] = (st_imm){db->mem, rc->applied};
-        db->mem = m;
     }
     st_status s = st_record_foreach(rec->record, mem_add, db->mem);
     rc->applied = rec->info.seq + rec->info.count - 1;
@@ -1521,6 +1531,13 @@ st_status st_db_open(const char *dir, const st_options *opts, st_db **out)
     atomic_init(&db->visible_seq, opts->replay == ST_REPLAY_ALL ? db->last_seq : rc.applied);
     if ((s = st_wal_new_segment(db->wal, st_vset_new_file_number(db->vs))))
         goto fail;
+    if (opts->replay == ST_REPLAY_ALL && st_memtable_entries(db->mem) > 0) {
+        /* What the WAL replayed goes to L0 in the background, as if the memtable had filled
+           just before the new segment: reads then find it through a table's Bloom filter
+           instead of searching a skiplist that would otherwise stay until more arrives. */
+        if ((s = park_memtable(db, atomic_load(&db->visible_seq))))
+            goto fail;
+    }
     atomic_store(&db->last_sync_micros, now_micros(db));
     if ((s = remove_orphans(db)) || (s = install_sv(db)))
         goto fail;

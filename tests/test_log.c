@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -845,7 +846,7 @@ static void test_writer_errors(void **state)
 typedef struct {
     st_log_writer *w;
     atomic_bool done;
-    int syncs;
+    atomic_int syncs;
     bool ok;
 } sync_ctx;
 
@@ -860,7 +861,7 @@ static void *syncer(void *arg)
         if (s < last || s > st_log_writer_size(c->w))
             c->ok = false;
         last = s;
-        c->syncs++;
+        atomic_fetch_add(&c->syncs, 1);
     }
     return NULL;
 }
@@ -871,6 +872,7 @@ static void test_concurrent_sync(void **state)
     st_log_writer *w = posix_writer(fx->path, false);
     sync_ctx c = {.w = w, .ok = true};
     atomic_init(&c.done, false);
+    atomic_init(&c.syncs, 0);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, syncer, &c), 0);
     size_t n = 2000;
@@ -879,10 +881,14 @@ static void test_concurrent_sync(void **state)
     for (size_t i = 0; i < n; i++)
         sizes[i] = (i * 37) % 700;
     add_records(w, sizes, n, 0, starts, ends);
+    /* On a loaded machine the syncer may not have run yet: it must sync at least once while
+       the writer is open, so wait for it (bounded) before stopping it. */
+    for (int i = 0; i < 10000 && atomic_load(&c.syncs) == 0; i++)
+        usleep(1000);
     atomic_store(&c.done, true);
     pthread_join(t, NULL);
     assert_true(c.ok);
-    assert_true(c.syncs > 0);
+    assert_true(atomic_load(&c.syncs) > 0);
     assert_int_equal(st_log_writer_sync(w), ST_OK);
     assert_int_equal(st_log_writer_synced_size(w), ends[n - 1]);
     st_log_writer_destroy(w);
