@@ -414,6 +414,16 @@ static st_status run(st_db *db, compaction *c, uint64_t smallest_snapshot, uint6
             st_sst_remove(db->env, db->sst_dir, ms.outputs[i]->number);
         goto done;
     }
+    if (!c->move) {
+        /* The inputs are out of the live version: let go of their maps now (a reader still on
+           the old version opens them again, briefly), rather than when the files are deleted,
+           once the last such reader is gone and the next flush or compaction comes. Left
+           mapped, their pages stay resident in the process beside the outputs' as readers
+           move over. */
+        for (int i = 0; i < 2; i++)
+            for (size_t k = 0; k < c->ninputs[i]; k++)
+                st_table_cache_evict(db->tc, c->inputs[i][k]->number);
+    }
     atomic_fetch_add_explicit(&db->n_compactions, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&db->n_comp_read, c->move ? 0 : ms.bytes_read, memory_order_relaxed);
     atomic_fetch_add_explicit(&db->n_comp_written, ms.bytes_written, memory_order_relaxed);
