@@ -1094,14 +1094,22 @@ static st_status flush_one(st_db *db, st_imm imm)
         e.flushed_term = term;
         s = st_edit_add_file(&e, 0, f);
     }
-    if (s == ST_OK)
+    /* Counted before the edit is applied: applying it wakes the compaction thread, whose
+       outcome (a failure, say) a reader of the stats must not see before this flush. Taken
+       back if the table does not go in. */
+    if (s == ST_OK) {
+        atomic_fetch_add_explicit(&db->n_flushes, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&db->n_flush_bytes, st_file_bytes(f), memory_order_relaxed);
         s = st_db_apply_edit(db, &e, generation, &stale);
+        if (s != ST_OK || stale) {
+            atomic_fetch_sub_explicit(&db->n_flushes, 1, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&db->n_flush_bytes, st_file_bytes(f), memory_order_relaxed);
+        }
+    }
     if (s == ST_OK && stale) {
         /* A checkpoint replaced everything while this memtable was written out. */
         st_sst_remove(db->env, db->sst_dir, number);
     } else if (s == ST_OK) {
-        atomic_fetch_add_explicit(&db->n_flushes, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&db->n_flush_bytes, st_file_bytes(f), memory_order_relaxed);
         st_db_logf(db,
                    "flush table=%06" PRIu64 " entries=%" PRIu64 " bytes=%" PRIu64
                    " flushed_seq=%" PRIu64 " micros=%" PRIu64,
