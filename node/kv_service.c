@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/coding.h"
 #include "node/log.h"
@@ -206,28 +205,6 @@ static void fail_not_leader(st_kv_service *kv, st_call *call, const char *msg)
     free(info);
 }
 
-/*
- * The deadline a write works to: a little before the call's own, so that a write that cannot
- * reach its acknowledgement level is answered by the node, with a message saying what it waited
- * for, rather than by the client's timer with gRPC's bare "Deadline Exceeded". The margin is a
- * tenth of the time left, between 6 ms (the replica looks at its waiters every 5) and 25 ms.
- */
-static int64_t write_deadline_ns(const st_call *call)
-{
-    int64_t deadline = st_call_deadline_ns(call);
-    if (deadline == INT64_MAX)
-        return deadline;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-    int64_t margin = (deadline - now) / 10;
-    if (margin < 6000000)
-        margin = 6000000;
-    if (margin > 25000000)
-        margin = 25000000;
-    return deadline - margin;
-}
-
 /* Answer a write call and free w. `appended`: the write is in the log (cluster mode). */
 static void finish_write(kv_write *w, st_status s, const char *msg, uint64_t seq, bool appended)
 {
@@ -337,7 +314,7 @@ static void submit_write(st_kv_service *kv, st_call *call, enum write_kind kind,
     w->msg = msg;
     w->req.ops = ops;
     w->req.bytes = bytes;
-    w->req.deadline_ns = write_deadline_ns(call);
+    w->req.deadline_ns = st_call_answer_deadline_ns(call);
     w->req.encode = encode_write;
     w->req.complete = complete_write;
     st_writer_submit(kv->writer, &w->req);

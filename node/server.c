@@ -203,6 +203,18 @@ int64_t st_call_deadline_ns(const st_call *call)
     return call->deadline_ns;
 }
 
+int64_t st_call_answer_deadline_ns(const st_call *call)
+{
+    if (call->deadline_ns == INT64_MAX)
+        return INT64_MAX;
+    int64_t margin = (call->deadline_ns - mono_ns()) / 10;
+    if (margin < 6000000)
+        margin = 6000000;
+    if (margin > 25000000)
+        margin = 25000000;
+    return call->deadline_ns - margin;
+}
+
 bool st_call_expired(const st_call *call)
 {
     return call->deadline_ns != INT64_MAX && mono_ns() >= call->deadline_ns;

@@ -126,6 +126,14 @@ const st_method *st_call_method(const st_call *call);
 /* The call's deadline on CLOCK_MONOTONIC in nanoseconds; INT64_MAX when it has none. */
 int64_t st_call_deadline_ns(const st_call *call);
 
+/*
+ * The deadline a handler that waits (for replication, say) should work to: a little before the
+ * call's own, so that the node answers with a message saying what it waited for, rather than
+ * the client's timer with gRPC's bare "Deadline Exceeded". The margin is a tenth of the time
+ * left, between 6 ms (the replica looks at its waiters every 5) and 25 ms. INT64_MAX if none.
+ */
+int64_t st_call_answer_deadline_ns(const st_call *call);
+
 /* True if the call has a deadline and it has passed. */
 bool st_call_expired(const st_call *call);
 
