@@ -52,38 +52,11 @@ static inline size_t len_size(uint32_t v)
     return n;
 }
 
-static inline uint64_t load_be64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, sizeof(v));
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
-/*
- * memcmp's sign for n bytes, eight at a time inline: keys usually differ in their first words,
- * and this runs at every node a search passes, where a call into libc costs more than the work.
- */
-static inline int bytes_cmp(const uint8_t *a, const uint8_t *b, size_t n)
-{
-    while (n >= 8) {
-        uint64_t x = load_be64(a), y = load_be64(b);
-        if (x != y)
-            return x < y ? -1 : 1;
-        a += 8;
-        b += 8;
-        n -= 8;
-    }
-    return n ? memcmp(a, b, n) : 0;
-}
-
 /* st_ikey_cmp on an internal key already split into user key and tag. */
 static inline int parts_cmp(const uint8_t *ua, size_t la, uint64_t ta, const uint8_t *ub, size_t lb,
                             uint64_t tb)
 {
-    int r = bytes_cmp(ua, ub, la < lb ? la : lb);
+    int r = st_bytes_cmp(ua, ub, la < lb ? la : lb);
     if (r)
         return r;
     if (la != lb)
