@@ -839,10 +839,8 @@ static st_status write_new_manifest(st_version_set *vs, const st_version_edit *e
         goto fail;
     if ((s = vs->env->open_writable(vs->env, path, false, &f)))
         goto fail;
-    if ((s = st_log_writer_create(vs->env, f, 0, &w))) {
-        vs->env->close(f);
+    if ((s = st_log_writer_create(vs->env, f, 0, &w))) /* closes f if it fails */
         goto fail;
-    }
     if ((s = st_log_writer_add(w, rec.data, rec.len)) || (s = st_log_writer_sync(w)))
         goto fail;
     /* The new MANIFEST is durable; now switch CURRENT to it in one atomic rename. */
@@ -1069,10 +1067,8 @@ st_status st_vset_write_checkpoint(st_version_set *vs, const char *dir)
     if ((s = snapshot_edit(vs, &snap)) || (s = st_edit_encode(&snap, &rec)) ||
         (s = vs->env->open_writable(vs->env, path, false, &f)))
         goto fail;
-    if ((s = st_log_writer_create(vs->env, f, 0, &w))) {
-        vs->env->close(f);
+    if ((s = st_log_writer_create(vs->env, f, 0, &w))) /* closes f if it fails */
         goto fail;
-    }
     if ((s = st_log_writer_add(w, rec.data, rec.len)) || (s = st_log_writer_sync(w)) ||
         (s = st_env_write_file_atomic(vs->env, dir, cur, current, sizeof(current) - 1)))
         goto fail;
