@@ -16,7 +16,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdbool.h>
@@ -58,8 +57,6 @@ static const workload_info workloads[W_COUNT] = {
 };
 
 #define SCAN_LEN     100
-#define VALUE_POOL   (1u << 20)
-#define NOISE_CORES  0.10 /* other processes busier than this during a run make it suspect */
 #define MIN_CPU_SECS 0.25 /* CPU use is reported for runs at least this long */
 /* Sample anon/file memory every 64 Ki operations (every 1 Ki scans): ~30 us each, outside
    any latency sample, the same for both engines. */
@@ -177,15 +174,6 @@ static int find_workload(const char *name, size_t len)
     return -1;
 }
 
-static bool parse_uint(const char *flag, const char *v, uint64_t *out)
-{
-    if (st_bench_parse_size(v, out) != ST_OK) {
-        fprintf(stderr, "strata-bench engine: %s: %s\n", flag, st_errmsg());
-        return false;
-    }
-    return true;
-}
-
 static bool parse_benchmarks(flags *f, const char *list)
 {
     f->nbench = 0;
@@ -213,26 +201,96 @@ static bool parse_benchmarks(flags *f, const char *list)
     return true;
 }
 
+enum {
+    F_NUM = 256,
+    F_READS,
+    F_SCANS,
+    F_KEY,
+    F_VALUE,
+    F_BENCH,
+    F_DB,
+    F_SYNC,
+    F_CACHE,
+    F_COMPARE,
+    F_REPEAT,
+    F_SEED,
+    F_JSON,
+    F_EXISTING
+};
+
+/* One flag into the flags at ctx (an st_bench_flag_fn). */
+static bool set_flag(void *ctx, int code, char *arg)
+{
+    flags *f = ctx;
+    uint64_t v;
+    switch (code) {
+    case F_NUM:
+        return st_bench_flag_size("engine", "--num", arg, &f->num);
+    case F_READS:
+        f->reads_set = true;
+        return st_bench_flag_size("engine", "--reads", arg, &f->reads);
+    case F_SCANS:
+        f->scans_set = true;
+        return st_bench_flag_size("engine", "--scans", arg, &f->scans);
+    case F_KEY:
+        return st_bench_flag_size("engine", "--key-size", arg, &f->key_size);
+    case F_VALUE:
+        return st_bench_flag_size("engine", "--value-size", arg, &f->value_size);
+    case F_BENCH:
+        return parse_benchmarks(f, arg);
+    case F_DB:
+        f->db = arg;
+        return true;
+    case F_SYNC:
+        if (strcmp(arg, "none") == 0)
+            f->sync = ST_BENCH_SYNC_NONE;
+        else if (strcmp(arg, "always") == 0)
+            f->sync = ST_BENCH_SYNC_ALWAYS;
+        else if (strcmp(arg, "interval") == 0)
+            f->sync = ST_BENCH_SYNC_INTERVAL;
+        else {
+            fprintf(stderr, "strata-bench engine: --sync must be none, always or interval\n");
+            return false;
+        }
+        return true;
+    case F_CACHE:
+        return st_bench_flag_size("engine", "--cache-bytes", arg, &f->cache_bytes);
+    case F_COMPARE:
+        if (strcmp(arg, "leveldb") != 0) {
+            fprintf(stderr, "strata-bench engine: --compare knows only leveldb\n");
+            return false;
+        }
+#ifndef STRATA_BENCH_HAVE_LEVELDB
+        fprintf(stderr, "strata-bench engine: built without LevelDB (libleveldb-dev was not "
+                        "found when CMake configured the build)\n");
+        return false;
+#endif
+        f->compare = true;
+        return true;
+    case F_REPEAT:
+        if (!st_bench_flag_size("engine", "--repeat", arg, &v))
+            return false;
+        if (v < 1 || v > 99) {
+            fprintf(stderr, "strata-bench engine: --repeat must be 1 to 99\n");
+            return false;
+        }
+        f->repeat = (int)v;
+        return true;
+    case F_SEED:
+        return st_bench_flag_size("engine", "--seed", arg, &f->seed);
+    case F_JSON:
+        f->json = true;
+        return true;
+    case F_EXISTING:
+        f->use_existing = true;
+        return true;
+    }
+    return false;
+}
+
 /* Returns 0 to run, 1 after --help, 2 on a bad flag. */
 static int parse_flags(int argc, char **argv, flags *f)
 {
-    enum {
-        F_NUM = 256,
-        F_READS,
-        F_SCANS,
-        F_KEY,
-        F_VALUE,
-        F_BENCH,
-        F_DB,
-        F_SYNC,
-        F_CACHE,
-        F_COMPARE,
-        F_REPEAT,
-        F_SEED,
-        F_JSON,
-        F_EXISTING,
-        F_HELP
-    };
     static const struct option opts[] = {
         {"num", required_argument, NULL, F_NUM},
         {"reads", required_argument, NULL, F_READS},
@@ -248,7 +306,7 @@ static int parse_flags(int argc, char **argv, flags *f)
         {"seed", required_argument, NULL, F_SEED},
         {"json", no_argument, NULL, F_JSON},
         {"use-existing", no_argument, NULL, F_EXISTING},
-        {"help", no_argument, NULL, F_HELP},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     memset(f, 0, sizeof *f);
@@ -261,101 +319,9 @@ static int parse_flags(int argc, char **argv, flags *f)
     f->seed = 301;
     parse_benchmarks(f, "fillseq,fillrandom,overwrite,readrandom,scan100");
 
-    uint64_t v;
-    int c;
-    optind = 1;
-    opterr = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case F_NUM:
-            if (!parse_uint("--num", optarg, &f->num))
-                return 2;
-            break;
-        case F_READS:
-            if (!parse_uint("--reads", optarg, &f->reads))
-                return 2;
-            f->reads_set = true;
-            break;
-        case F_SCANS:
-            if (!parse_uint("--scans", optarg, &f->scans))
-                return 2;
-            f->scans_set = true;
-            break;
-        case F_KEY:
-            if (!parse_uint("--key-size", optarg, &f->key_size))
-                return 2;
-            break;
-        case F_VALUE:
-            if (!parse_uint("--value-size", optarg, &f->value_size))
-                return 2;
-            break;
-        case F_BENCH:
-            if (!parse_benchmarks(f, optarg))
-                return 2;
-            break;
-        case F_DB:
-            f->db = optarg;
-            break;
-        case F_SYNC:
-            if (strcmp(optarg, "none") == 0)
-                f->sync = ST_BENCH_SYNC_NONE;
-            else if (strcmp(optarg, "always") == 0)
-                f->sync = ST_BENCH_SYNC_ALWAYS;
-            else if (strcmp(optarg, "interval") == 0)
-                f->sync = ST_BENCH_SYNC_INTERVAL;
-            else {
-                fprintf(stderr, "strata-bench engine: --sync must be none, always or interval\n");
-                return 2;
-            }
-            break;
-        case F_CACHE:
-            if (!parse_uint("--cache-bytes", optarg, &f->cache_bytes))
-                return 2;
-            break;
-        case F_COMPARE:
-            if (strcmp(optarg, "leveldb") != 0) {
-                fprintf(stderr, "strata-bench engine: --compare knows only leveldb\n");
-                return 2;
-            }
-#ifndef STRATA_BENCH_HAVE_LEVELDB
-            fprintf(stderr, "strata-bench engine: built without LevelDB (libleveldb-dev was not "
-                            "found when CMake configured the build)\n");
-            return 2;
-#endif
-            f->compare = true;
-            break;
-        case F_REPEAT:
-            if (!parse_uint("--repeat", optarg, &v))
-                return 2;
-            if (v < 1 || v > 99) {
-                fprintf(stderr, "strata-bench engine: --repeat must be 1 to 99\n");
-                return 2;
-            }
-            f->repeat = (int)v;
-            break;
-        case F_SEED:
-            if (!parse_uint("--seed", optarg, &f->seed))
-                return 2;
-            break;
-        case F_JSON:
-            f->json = true;
-            break;
-        case F_EXISTING:
-            f->use_existing = true;
-            break;
-        case 'h':
-        case F_HELP:
-            usage(stdout);
-            return 1;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "strata-bench engine: unexpected argument \"%s\"\n", argv[optind]);
-        return 2;
-    }
+    int rc = st_bench_parse_flags("engine", argc, argv, opts, set_flag, f, usage);
+    if (rc)
+        return rc;
     if (f->num < 1 || f->num > ((uint64_t)1 << 40)) {
         fprintf(stderr, "strata-bench engine: --num must be 1 to 2^40\n");
         return 2;
@@ -382,25 +348,6 @@ static int parse_flags(int argc, char **argv, flags *f)
 }
 
 /* ---- files ------------------------------------------------------------------------------- */
-
-static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb;
-    (void)ftw;
-    int rc = type == FTW_DP ? rmdir(path) : unlink(path);
-    return rc == 0 || errno == ENOENT ? 0 : -1;
-}
-
-/* rm -rf path; a missing path is fine. */
-static st_status rm_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return errno == ENOENT ? ST_OK : st_errno_error(errno, "stat %s", path);
-    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        return st_errno_error(errno, "remove %s", path);
-    return ST_OK;
-}
 
 static bool write_all(int fd, const void *buf, size_t n)
 {
@@ -487,7 +434,7 @@ static void run_workload(const flags *f, const st_bench_kv_engine *eng, const ch
         r->m[i] = NAN;
     r->ok = 1;
 
-    if (workloads[w].fresh && (s = rm_tree(dir)) != ST_OK) {
+    if (workloads[w].fresh && (s = st_bench_rm_tree(dir)) != ST_OK) {
         set_error(r, s, "clear the database directory");
         goto fail;
     }
@@ -497,14 +444,11 @@ static void run_workload(const flags *f, const st_bench_kv_engine *eng, const ch
         goto fail;
     }
     key = malloc(ks);
-    pool = malloc(VALUE_POOL + vs);
+    pool = st_bench_value_pool(f->seed, vs);
     if (!key || !pool || st_bench_hist_create(&hist) != ST_OK) {
         set_error(r, ST_NO_MEMORY, "allocate buffers");
         goto fail;
     }
-    st_bench_rng rng;
-    st_bench_rng_seed(&rng, f->seed ^ 0x76616c756573ull); /* "values" */
-    st_bench_rng_bytes(&rng, pool, VALUE_POOL + vs);
 
     st_bench_kv_config cfg = {.dir = dir, .sync = f->sync, .cache_bytes = f->cache_bytes};
     uint64_t t_open = st_bench_now_ns();
@@ -516,6 +460,7 @@ static void run_workload(const flags *f, const st_bench_kv_engine *eng, const ch
 
     st_bench_perm perm;
     st_bench_perm_init(&perm, f->num, workload_seed(f, w));
+    st_bench_rng rng;
     st_bench_rng_seed(&rng, workload_seed(f, w));
 
     st_bench_kv_counters c0, c1;
@@ -548,7 +493,7 @@ static void run_workload(const flags *f, const st_bench_kv_engine *eng, const ch
                                              : st_bench_rng_uniform(&rng, f->num);
             st_bench_format_key(key, ks, k);
             const char *val = pool + vpos;
-            vpos = (vpos + vs) % VALUE_POOL;
+            vpos = (vpos + vs) % ST_BENCH_VALUE_POOL;
             uint64_t t0 = st_bench_now_ns();
             s = eng->put(kv, key, ks, val, vs);
             st_bench_hist_add(hist, st_bench_now_ns() - t0);
@@ -642,11 +587,13 @@ static void run_workload(const flags *f, const st_bench_kv_engine *eng, const ch
     r->m[M_SECS] = secs;
     r->m[M_OPS] = secs > 0 ? (double)ops / secs : NAN;
     r->m[M_MBS] = secs > 0 ? (double)bytes / 1048576.0 / secs : NAN;
-    r->m[M_P50] = (double)st_bench_hist_percentile(hist, 50) / 1e3;
-    r->m[M_P99] = (double)st_bench_hist_percentile(hist, 99) / 1e3;
-    r->m[M_P999] = (double)st_bench_hist_percentile(hist, 99.9) / 1e3;
-    r->m[M_MAX] = (double)st_bench_hist_max(hist) / 1e3;
-    r->m[M_MEAN] = st_bench_hist_mean(hist) / 1e3;
+    st_bench_latency lat;
+    st_bench_hist_latency(hist, &lat);
+    r->m[M_P50] = lat.p50_us;
+    r->m[M_P99] = lat.p99_us;
+    r->m[M_P999] = lat.p999_us;
+    r->m[M_MAX] = lat.max_us;
+    r->m[M_MEAN] = lat.mean_us;
     r->m[M_IO_MB] = (double)(io1 - io0) / 1048576.0;
     r->m[M_WAMP] = user_bytes ? (double)(io1 - io0) / (double)user_bytes : NAN;
     r->m[M_RSS_MB] = (double)mem_end.peak_kb / 1024.0;
@@ -732,8 +679,8 @@ static void spawn_run(const flags *f, const st_bench_kv_engine *eng, const char 
 
 typedef struct summary {
     int nok;
-    double m[M_COUNT];                     /* medians over the successful runs */
-    bool noisy;                            /* some run had other processes above NOISE_CORES */
+    double m[M_COUNT]; /* medians over the successful runs */
+    bool noisy;        /* some run had other processes above ST_BENCH_NOISE_CORES */
     uint64_t level_files[ST_BENCH_LEVELS]; /* after the last successful run */
 } summary;
 
@@ -754,18 +701,12 @@ static void summarize(const run_result *runs, int n, summary *out)
         if (!runs[i].ok)
             continue;
         out->nok++;
-        if (runs[i].m[M_CPU_OTHER] > NOISE_CORES)
+        if (runs[i].m[M_CPU_OTHER] > ST_BENCH_NOISE_CORES)
             out->noisy = true;
         memcpy(out->level_files, runs[i].level_files, sizeof out->level_files);
     }
     for (int m = 0; m < M_COUNT; m++)
         out->m[m] = median_of(runs, n, m);
-}
-
-/* strata / leveldb of one metric; NaN unless both are known and positive. */
-static double ratio(double a, double b)
-{
-    return isnan(a) || isnan(b) || b <= 0 ? NAN : a / b;
 }
 
 typedef struct target {
@@ -822,18 +763,10 @@ static double target_ratio(const report *rp, const target *t, bool *present)
     for (int b = 0; b < rp->f->nbench; b++) {
         if (rp->f->bench[b] == t->workload) {
             *present = true;
-            return ratio(rp->sum[b][0].m[M_OPS], rp->sum[b][1].m[M_OPS]);
+            return st_bench_ratio(rp->sum[b][0].m[M_OPS], rp->sum[b][1].m[M_OPS]);
         }
     }
     return NAN;
-}
-
-static void fmt_num(char *buf, size_t cap, double v, int decimals)
-{
-    if (isnan(v))
-        snprintf(buf, cap, "-");
-    else
-        snprintf(buf, cap, "%.*f", decimals, v);
 }
 
 /* A ratio as "1.23x", or "-" when there is none. */
@@ -888,14 +821,14 @@ static void print_text(const report *rp)
             char ops[16], mbs[16], p50[16], p99[16], p999[16], wamp[16], rss[16], cpu[16],
                 other[16];
             fmt_ops(ops, sizeof ops, s->m[M_OPS]);
-            fmt_num(mbs, sizeof mbs, s->m[M_MBS], 1);
-            fmt_num(p50, sizeof p50, s->m[M_P50], 2);
-            fmt_num(p99, sizeof p99, s->m[M_P99], 2);
-            fmt_num(p999, sizeof p999, s->m[M_P999], 1);
-            fmt_num(wamp, sizeof wamp, s->m[M_WAMP], 2);
-            fmt_num(rss, sizeof rss, s->m[M_RSS_MB], 1);
-            fmt_num(cpu, sizeof cpu, s->m[M_CPU_SELF], 2);
-            fmt_num(other, sizeof other, s->m[M_CPU_OTHER], 2);
+            st_bench_fmt_num(mbs, sizeof mbs, s->m[M_MBS], 1);
+            st_bench_fmt_num(p50, sizeof p50, s->m[M_P50], 2);
+            st_bench_fmt_num(p99, sizeof p99, s->m[M_P99], 2);
+            st_bench_fmt_num(p999, sizeof p999, s->m[M_P999], 1);
+            st_bench_fmt_num(wamp, sizeof wamp, s->m[M_WAMP], 2);
+            st_bench_fmt_num(rss, sizeof rss, s->m[M_RSS_MB], 1);
+            st_bench_fmt_num(cpu, sizeof cpu, s->m[M_CPU_SELF], 2);
+            st_bench_fmt_num(other, sizeof other, s->m[M_CPU_OTHER], 2);
             printf("%-11s %-8s %9s %7s %8s %8s %9s %7s %8s %6s %6s%s%s\n", wname, rp->eng[e]->name,
                    ops, mbs, p50, p99, p999, wamp, rss, cpu, other, s->noisy ? " noisy" : "",
                    s->nok < f->repeat ? " (some runs failed)" : "");
@@ -903,14 +836,14 @@ static void print_text(const report *rp)
         if (rp->neng == 2) {
             const summary *a = &rp->sum[b][0], *z = &rp->sum[b][1];
             char ops[16], mbs[16], p50[16], p99[16], p999[16], wamp[16], rss[16], cpu[16];
-            fmt_ratio(ops, sizeof ops, ratio(a->m[M_OPS], z->m[M_OPS]));
-            fmt_ratio(mbs, sizeof mbs, ratio(a->m[M_MBS], z->m[M_MBS]));
-            fmt_ratio(p50, sizeof p50, ratio(a->m[M_P50], z->m[M_P50]));
-            fmt_ratio(p99, sizeof p99, ratio(a->m[M_P99], z->m[M_P99]));
-            fmt_ratio(p999, sizeof p999, ratio(a->m[M_P999], z->m[M_P999]));
-            fmt_ratio(wamp, sizeof wamp, ratio(a->m[M_WAMP], z->m[M_WAMP]));
-            fmt_ratio(rss, sizeof rss, ratio(a->m[M_RSS_MB], z->m[M_RSS_MB]));
-            fmt_ratio(cpu, sizeof cpu, ratio(a->m[M_CPU_SELF], z->m[M_CPU_SELF]));
+            fmt_ratio(ops, sizeof ops, st_bench_ratio(a->m[M_OPS], z->m[M_OPS]));
+            fmt_ratio(mbs, sizeof mbs, st_bench_ratio(a->m[M_MBS], z->m[M_MBS]));
+            fmt_ratio(p50, sizeof p50, st_bench_ratio(a->m[M_P50], z->m[M_P50]));
+            fmt_ratio(p99, sizeof p99, st_bench_ratio(a->m[M_P99], z->m[M_P99]));
+            fmt_ratio(p999, sizeof p999, st_bench_ratio(a->m[M_P999], z->m[M_P999]));
+            fmt_ratio(wamp, sizeof wamp, st_bench_ratio(a->m[M_WAMP], z->m[M_WAMP]));
+            fmt_ratio(rss, sizeof rss, st_bench_ratio(a->m[M_RSS_MB], z->m[M_RSS_MB]));
+            fmt_ratio(cpu, sizeof cpu, st_bench_ratio(a->m[M_CPU_SELF], z->m[M_CPU_SELF]));
             printf("%-11s %-8s %9s %7s %8s %8s %9s %7s %8s %6s\n", "", "ratio", ops, mbs, p50, p99,
                    p999, wamp, rss, cpu);
         }
@@ -923,7 +856,7 @@ static void print_text(const report *rp)
             for (int r = 0; r < f->repeat; r++) {
                 const run_result *a = run_at(rp, b, 0, r), *z = run_at(rp, b, 1, r);
                 if (a->ok && z->ok)
-                    printf(" %.2f", ratio(a->m[M_OPS], z->m[M_OPS]));
+                    printf(" %.2f", st_bench_ratio(a->m[M_OPS], z->m[M_OPS]));
                 else
                     printf(" -");
             }
@@ -944,19 +877,19 @@ static void print_text(const report *rp)
                 continue;
             char io[16], wal[16], fl[16], co[16], tb[16], nfl[16], nco[16], st[16], sms[16],
                 hit[16], op[16], anon[16], file[16];
-            fmt_num(anon, sizeof anon, s->m[M_ANON_MB], 1);
-            fmt_num(file, sizeof file, s->m[M_FILE_MB], 1);
-            fmt_num(io, sizeof io, s->m[M_IO_MB], 1);
-            fmt_num(wal, sizeof wal, s->m[M_WAL_MB], 1);
-            fmt_num(fl, sizeof fl, s->m[M_FLUSH_MB], 1);
-            fmt_num(co, sizeof co, s->m[M_COMPACT_MB], 1);
-            fmt_num(tb, sizeof tb, s->m[M_TABLE_MB], 1);
-            fmt_num(nfl, sizeof nfl, s->m[M_FLUSHES], 0);
-            fmt_num(nco, sizeof nco, s->m[M_COMPACTIONS], 0);
-            fmt_num(st, sizeof st, s->m[M_STALLS], 0);
-            fmt_num(sms, sizeof sms, s->m[M_STALL_MS], 1);
-            fmt_num(hit, sizeof hit, s->m[M_CACHE_HIT], 1);
-            fmt_num(op, sizeof op, s->m[M_OPEN_SECS], 2);
+            st_bench_fmt_num(anon, sizeof anon, s->m[M_ANON_MB], 1);
+            st_bench_fmt_num(file, sizeof file, s->m[M_FILE_MB], 1);
+            st_bench_fmt_num(io, sizeof io, s->m[M_IO_MB], 1);
+            st_bench_fmt_num(wal, sizeof wal, s->m[M_WAL_MB], 1);
+            st_bench_fmt_num(fl, sizeof fl, s->m[M_FLUSH_MB], 1);
+            st_bench_fmt_num(co, sizeof co, s->m[M_COMPACT_MB], 1);
+            st_bench_fmt_num(tb, sizeof tb, s->m[M_TABLE_MB], 1);
+            st_bench_fmt_num(nfl, sizeof nfl, s->m[M_FLUSHES], 0);
+            st_bench_fmt_num(nco, sizeof nco, s->m[M_COMPACTIONS], 0);
+            st_bench_fmt_num(st, sizeof st, s->m[M_STALLS], 0);
+            st_bench_fmt_num(sms, sizeof sms, s->m[M_STALL_MS], 1);
+            st_bench_fmt_num(hit, sizeof hit, s->m[M_CACHE_HIT], 1);
+            st_bench_fmt_num(op, sizeof op, s->m[M_OPEN_SECS], 2);
             printf("%-11s %-8s %8s %8s %8s %8s %8s %7s %7s %7s %8s %6s %7s %7s %7s ",
                    workloads[f->bench[b]].name, rp->eng[e]->name, io, wal, fl, co, tb, nfl, nco, st,
                    sms, hit, op, anon, file);
@@ -981,15 +914,13 @@ static void print_text(const report *rp)
                    : rp->worst_rss_bench >= 0 ? workloads[f->bench[rp->worst_rss_bench]].name
                                               : "-",
                    t->workload < 0 ? "peak RSS" : "ops/s", got, t->at_least ? ">=" : "<=", t->want,
-                   isnan(v)                                      ? "no result"
-                   : (t->at_least ? v >= t->want : v <= t->want) ? "met"
-                                                                 : "MISSED");
+                   st_bench_goal_verdict(v, t->want, t->at_least));
         }
     }
     if (rp->noisy)
         printf("\nWARNING: other processes used more than %.2f cores during some runs (marked "
                "noisy): those figures are suspect.\n",
-               NOISE_CORES);
+               ST_BENCH_NOISE_CORES);
 }
 
 static void json_metrics(st_bench_json *j, const char *key, const double *m)
@@ -1033,7 +964,7 @@ static void print_json(const report *rp)
     st_bench_json_end_object(j);
     st_bench_json_string(j, "write_amp_definition", wamp_definition);
     st_bench_json_string(j, "cpu_definition", cpu_definition);
-    st_bench_json_double(j, "noise_threshold_cores", NOISE_CORES);
+    st_bench_json_double(j, "noise_threshold_cores", ST_BENCH_NOISE_CORES);
     st_bench_json_end_object(j);
 
     st_bench_json_begin_array(j, "workloads");
@@ -1069,13 +1000,13 @@ static void print_json(const report *rp)
         if (rp->neng == 2) {
             double rm[M_COUNT];
             for (int m = 0; m < M_COUNT; m++)
-                rm[m] = ratio(rp->sum[b][0].m[m], rp->sum[b][1].m[m]);
+                rm[m] = st_bench_ratio(rp->sum[b][0].m[m], rp->sum[b][1].m[m]);
             json_metrics(j, "ratio", rm);
             st_bench_json_begin_array(j, "ops_ratio_per_round");
             for (int r = 0; r < f->repeat; r++) {
                 const run_result *a = run_at(rp, b, 0, r), *z = run_at(rp, b, 1, r);
-                st_bench_json_double(j, NULL,
-                                     a->ok && z->ok ? ratio(a->m[M_OPS], z->m[M_OPS]) : NAN);
+                st_bench_json_double(
+                    j, NULL, a->ok && z->ok ? st_bench_ratio(a->m[M_OPS], z->m[M_OPS]) : NAN);
             }
             st_bench_json_end_array(j);
         }
@@ -1100,13 +1031,7 @@ static void print_json(const report *rp)
                                      rp->worst_rss_bench >= 0
                                          ? workloads[f->bench[rp->worst_rss_bench]].name
                                          : NULL);
-            st_bench_json_string(j, "comparison", t->at_least ? ">=" : "<=");
-            st_bench_json_double(j, "target", t->want);
-            st_bench_json_double(j, "ratio", v);
-            if (isnan(v))
-                st_bench_json_null(j, "met");
-            else
-                st_bench_json_bool(j, "met", t->at_least ? v >= t->want : v <= t->want);
+            st_bench_json_goal(j, "ratio", v, t->want, t->at_least);
             st_bench_json_end_object(j);
         }
         st_bench_json_end_array(j);
@@ -1127,14 +1052,14 @@ static void progress(const report *rp, int round, int b, int e, const run_result
     }
     char ops[16], wamp[16], cpu[16], other[16];
     fmt_ops(ops, sizeof ops, r->m[M_OPS]);
-    fmt_num(wamp, sizeof wamp, r->m[M_WAMP], 2);
-    fmt_num(cpu, sizeof cpu, r->m[M_CPU_SELF], 2);
-    fmt_num(other, sizeof other, r->m[M_CPU_OTHER], 2);
+    st_bench_fmt_num(wamp, sizeof wamp, r->m[M_WAMP], 2);
+    st_bench_fmt_num(cpu, sizeof cpu, r->m[M_CPU_SELF], 2);
+    st_bench_fmt_num(other, sizeof other, r->m[M_CPU_OTHER], 2);
     fprintf(stderr,
             "[%d/%d] %-11s %-8s %8s ops/s  p50 %6.2f us  p99 %7.2f us  w-amp %5s  "
             "RSS %6.1f MB  cpu %s other %s%s  (%.1f s)\n",
             round + 1, rp->f->repeat, wname, rp->eng[e]->name, ops, r->m[M_P50], r->m[M_P99], wamp,
-            r->m[M_RSS_MB], cpu, other, r->m[M_CPU_OTHER] > NOISE_CORES ? " NOISY" : "",
+            r->m[M_RSS_MB], cpu, other, r->m[M_CPU_OTHER] > ST_BENCH_NOISE_CORES ? " NOISY" : "",
             r->m[M_SECS]);
 }
 
@@ -1164,10 +1089,8 @@ int st_bench_engine_main(int argc, char **argv)
         goto done;
     }
     if (own_dir) {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(tmpl, sizeof tmpl, "%s/strata-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(tmpl)) {
-            fprintf(stderr, "strata-bench engine: mkdtemp %s: %s\n", tmpl, strerror(errno));
+        if (st_bench_mkdtemp("strata-bench", tmpl, sizeof tmpl) != ST_OK) {
+            fprintf(stderr, "strata-bench engine: %s\n", st_errmsg());
             own_dir = false;
             goto done;
         }
@@ -1226,7 +1149,7 @@ int st_bench_engine_main(int argc, char **argv)
                 rp.noisy = true;
         }
         if (rp.neng == 2) {
-            double v = ratio(rp.sum[b][0].m[M_RSS_MB], rp.sum[b][1].m[M_RSS_MB]);
+            double v = st_bench_ratio(rp.sum[b][0].m[M_RSS_MB], rp.sum[b][1].m[M_RSS_MB]);
             if (!isnan(v) && (isnan(rp.worst_rss_ratio) || v > rp.worst_rss_ratio)) {
                 rp.worst_rss_ratio = v;
                 rp.worst_rss_bench = b;
@@ -1241,7 +1164,7 @@ int st_bench_engine_main(int argc, char **argv)
 
 done:
     if (own_dir) {
-        st_status s = rm_tree(tmpl);
+        st_status s = st_bench_rm_tree(tmpl);
         if (s)
             fprintf(stderr, "strata-bench engine: %s\n", st_errmsg());
     }

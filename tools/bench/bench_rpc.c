@@ -54,10 +54,8 @@
 #include "tools/bench/bench_servers.h"
 #include "tools/bench/bench_util.h"
 
-#define VALUE_POOL      (1u << 20)
 #define CALL_TIMEOUT_MS 30000
 #define START_MS        60000
-#define NOISE_CORES     0.10
 #define MAX_ROUNDS      99
 #define MAX_SLOTS       65536
 #define LOAD_INFLIGHT   128 /* calls in flight while loading keys for get/scan */
@@ -137,15 +135,6 @@ static void usage(FILE *out)
         "  --json                 print the results as one JSON object on stdout\n");
 }
 
-static bool parse_u64(const char *flag, const char *v, uint64_t *out)
-{
-    if (st_bench_parse_size(v, out) != ST_OK) {
-        fprintf(stderr, "strata-bench rpc: %s: %s\n", flag, st_errmsg());
-        return false;
-    }
-    return true;
-}
-
 static bool parse_secs(const char *flag, const char *v, double *out)
 {
     char *end = NULL;
@@ -179,34 +168,116 @@ static void default_node_bin(flags *f)
     f->node_bin = "strata-node";
 }
 
+enum {
+    F_ADDR = 256,
+    F_OP,
+    F_CONN,
+    F_INFLIGHT,
+    F_THREADS,
+    F_DURATION,
+    F_WARMUP,
+    F_KEYS,
+    F_KEY_SIZE,
+    F_VALUE_SIZE,
+    F_BATCH,
+    F_SCAN_LEN,
+    F_COMPARE,
+    F_CLUSTER,
+    F_REPEAT,
+    F_NO_LOAD,
+    F_RATE,
+    F_LAG,
+    F_NODE,
+    F_ETCD,
+    F_SEED,
+    F_JSON
+};
+
+/* One flag into the flags at ctx (an st_bench_flag_fn). */
+static bool set_flag(void *ctx, int code, char *arg)
+{
+    flags *f = ctx;
+    uint64_t v;
+    switch (code) {
+    case F_ADDR:
+        f->addr = arg;
+        return true;
+    case F_OP: {
+        int found = -1;
+        for (int i = OP_PUT; i <= OP_SNAPSHOT; i++)
+            if (strcmp(arg, op_names[i]) == 0)
+                found = i;
+        if (found < 0) {
+            fprintf(stderr, "strata-bench rpc: --op must be put, get, scan, write or snapshot\n");
+            return false;
+        }
+        f->op = (op_kind)found;
+        return true;
+    }
+    case F_CONN:
+        return st_bench_flag_size("rpc", "--connections", arg, &f->connections);
+    case F_INFLIGHT:
+        return st_bench_flag_size("rpc", "--inflight", arg, &f->inflight);
+    case F_THREADS:
+        return st_bench_flag_size("rpc", "--threads", arg, &f->threads);
+    case F_DURATION:
+        return parse_secs("--duration", arg, &f->duration);
+    case F_WARMUP:
+        return parse_secs("--warmup", arg, &f->warmup);
+    case F_KEYS:
+        return st_bench_flag_size("rpc", "--keys", arg, &f->keys);
+    case F_KEY_SIZE:
+        return st_bench_flag_size("rpc", "--key-size", arg, &f->key_size);
+    case F_VALUE_SIZE:
+        return st_bench_flag_size("rpc", "--value-size", arg, &f->value_size);
+    case F_BATCH:
+        return st_bench_flag_size("rpc", "--batch", arg, &f->batch);
+    case F_SCAN_LEN:
+        return st_bench_flag_size("rpc", "--scan-len", arg, &f->scan_len);
+    case F_COMPARE:
+        if (strcmp(arg, "etcd") != 0) {
+            fprintf(stderr, "strata-bench rpc: --compare knows only etcd\n");
+            return false;
+        }
+        f->compare_etcd = true;
+        return true;
+    case F_CLUSTER:
+        return st_bench_flag_size("rpc", "--cluster", arg, &f->cluster);
+    case F_REPEAT:
+        if (!st_bench_flag_size("rpc", "--repeat", arg, &v))
+            return false;
+        if (v < 1 || v > MAX_ROUNDS) {
+            fprintf(stderr, "strata-bench rpc: --repeat must be 1 to %d\n", MAX_ROUNDS);
+            return false;
+        }
+        f->repeat = (int)v;
+        return true;
+    case F_NO_LOAD:
+        f->no_load = true;
+        return true;
+    case F_RATE:
+        return parse_secs("--rate", arg, &f->rate);
+    case F_LAG:
+        f->lag = true;
+        return true;
+    case F_NODE:
+        f->node_bin = arg;
+        return true;
+    case F_ETCD:
+        f->etcd_bin = arg;
+        return true;
+    case F_SEED:
+        return st_bench_flag_size("rpc", "--seed", arg, &f->seed);
+    case F_JSON:
+        f->json = true;
+        return true;
+    }
+    return false;
+}
+
 /* Returns 0 to run, 1 after --help, 2 on a bad flag. */
 static int parse_flags(int argc, char **argv, flags *f)
 {
-    enum {
-        F_ADDR = 256,
-        F_OP,
-        F_CONN,
-        F_INFLIGHT,
-        F_THREADS,
-        F_DURATION,
-        F_WARMUP,
-        F_KEYS,
-        F_KEY_SIZE,
-        F_VALUE_SIZE,
-        F_BATCH,
-        F_SCAN_LEN,
-        F_COMPARE,
-        F_CLUSTER,
-        F_REPEAT,
-        F_NO_LOAD,
-        F_RATE,
-        F_LAG,
-        F_NODE,
-        F_ETCD,
-        F_SEED,
-        F_JSON,
-        F_HELP
-    };
     static const struct option opts[] = {
         {"addr", required_argument, NULL, F_ADDR},
         {"op", required_argument, NULL, F_OP},
@@ -230,7 +301,7 @@ static int parse_flags(int argc, char **argv, flags *f)
         {"etcd", required_argument, NULL, F_ETCD},
         {"seed", required_argument, NULL, F_SEED},
         {"json", no_argument, NULL, F_JSON},
-        {"help", no_argument, NULL, F_HELP},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     memset(f, 0, sizeof *f);
@@ -251,124 +322,9 @@ static int parse_flags(int argc, char **argv, flags *f)
     f->etcd_bin = "/usr/bin/etcd";
     f->node_bin = NULL;
 
-    uint64_t v;
-    int c;
-    optind = 1;
-    opterr = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case F_ADDR:
-            f->addr = optarg;
-            break;
-        case F_OP: {
-            int found = -1;
-            for (int i = OP_PUT; i <= OP_SNAPSHOT; i++)
-                if (strcmp(optarg, op_names[i]) == 0)
-                    found = i;
-            if (found < 0) {
-                fprintf(stderr,
-                        "strata-bench rpc: --op must be put, get, scan, write or snapshot\n");
-                return 2;
-            }
-            f->op = (op_kind)found;
-            break;
-        }
-        case F_CONN:
-            if (!parse_u64("--connections", optarg, &f->connections))
-                return 2;
-            break;
-        case F_INFLIGHT:
-            if (!parse_u64("--inflight", optarg, &f->inflight))
-                return 2;
-            break;
-        case F_THREADS:
-            if (!parse_u64("--threads", optarg, &f->threads))
-                return 2;
-            break;
-        case F_DURATION:
-            if (!parse_secs("--duration", optarg, &f->duration))
-                return 2;
-            break;
-        case F_WARMUP:
-            if (!parse_secs("--warmup", optarg, &f->warmup))
-                return 2;
-            break;
-        case F_KEYS:
-            if (!parse_u64("--keys", optarg, &f->keys))
-                return 2;
-            break;
-        case F_KEY_SIZE:
-            if (!parse_u64("--key-size", optarg, &f->key_size))
-                return 2;
-            break;
-        case F_VALUE_SIZE:
-            if (!parse_u64("--value-size", optarg, &f->value_size))
-                return 2;
-            break;
-        case F_BATCH:
-            if (!parse_u64("--batch", optarg, &f->batch))
-                return 2;
-            break;
-        case F_SCAN_LEN:
-            if (!parse_u64("--scan-len", optarg, &f->scan_len))
-                return 2;
-            break;
-        case F_COMPARE:
-            if (strcmp(optarg, "etcd") != 0) {
-                fprintf(stderr, "strata-bench rpc: --compare knows only etcd\n");
-                return 2;
-            }
-            f->compare_etcd = true;
-            break;
-        case F_CLUSTER:
-            if (!parse_u64("--cluster", optarg, &f->cluster))
-                return 2;
-            break;
-        case F_REPEAT:
-            if (!parse_u64("--repeat", optarg, &v))
-                return 2;
-            if (v < 1 || v > MAX_ROUNDS) {
-                fprintf(stderr, "strata-bench rpc: --repeat must be 1 to %d\n", MAX_ROUNDS);
-                return 2;
-            }
-            f->repeat = (int)v;
-            break;
-        case F_NO_LOAD:
-            f->no_load = true;
-            break;
-        case F_RATE:
-            if (!parse_secs("--rate", optarg, &f->rate))
-                return 2;
-            break;
-        case F_LAG:
-            f->lag = true;
-            break;
-        case F_NODE:
-            f->node_bin = optarg;
-            break;
-        case F_ETCD:
-            f->etcd_bin = optarg;
-            break;
-        case F_SEED:
-            if (!parse_u64("--seed", optarg, &f->seed))
-                return 2;
-            break;
-        case F_JSON:
-            f->json = true;
-            break;
-        case 'h':
-        case F_HELP:
-            usage(stdout);
-            return 1;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "strata-bench rpc: unexpected argument \"%s\"\n", argv[optind]);
-        return 2;
-    }
+    int rc = st_bench_parse_flags("rpc", argc, argv, opts, set_flag, f, usage);
+    if (rc)
+        return rc;
     if (f->connections < 1 || f->connections > 1024 || f->inflight < 1 || f->inflight > MAX_SLOTS ||
         f->connections * f->inflight > MAX_SLOTS) {
         fprintf(stderr,
@@ -501,7 +457,7 @@ struct run_ctx {
     const flags *f;
     const target *t;
     op_kind op;
-    const char *pool; /* VALUE_POOL + value_size random bytes */
+    const char *pool; /* ST_BENCH_VALUE_POOL + value_size random bytes */
     grpc_channel **chans;
     size_t nchans;
     void **methods; /* per channel */
@@ -514,7 +470,7 @@ typedef struct run_result {
     bool ok;
     char err[300];
     double qps, items_per_sec;
-    double p50_us, p99_us, p999_us, max_us, mean_us;
+    st_bench_latency lat;
     uint64_t calls, items, errors;
     double secs;
     double cpu_client, cpu_server, cpu_other, iowait;
@@ -565,7 +521,7 @@ static bool ensure_req(slot *s, size_t n)
 
 static const char *value_at(const run_ctx *rc, slot *s)
 {
-    return rc->pool + st_bench_rng_uniform(&s->rng, VALUE_POOL);
+    return rc->pool + st_bench_rng_uniform(&s->rng, ST_BENCH_VALUE_POOL);
 }
 
 /* Encode the next request of slot s. False when there is nothing more to do (OP_LOAD done). */
@@ -1287,11 +1243,7 @@ static void run_load(const flags *f, const target *t, op_kind op, const char *po
     res->secs = loading ? (double)(t_done - t0) / 1e9 : f->duration;
     res->qps = (double)res->calls / res->secs;
     res->items_per_sec = (double)res->items / res->secs;
-    res->p50_us = (double)st_bench_hist_percentile(all, 50) / 1e3;
-    res->p99_us = (double)st_bench_hist_percentile(all, 99) / 1e3;
-    res->p999_us = (double)st_bench_hist_percentile(all, 99.9) / 1e3;
-    res->max_us = (double)st_bench_hist_max(all) / 1e3;
-    res->mean_us = st_bench_hist_mean(all) / 1e3;
+    st_bench_hist_latency(all, &res->lat);
     st_bench_hist_destroy(all);
     res->cpu_client = res->cpu_server = res->cpu_other = res->iowait = NAN;
     res->server_us_per_item = NAN;
@@ -1387,11 +1339,11 @@ static double run_metric(const run_result *r, int m)
     case MD_ITEMS:
         return r->items_per_sec;
     case MD_P50:
-        return r->p50_us;
+        return r->lat.p50_us;
     case MD_P99:
-        return r->p99_us;
+        return r->lat.p99_us;
     case MD_P999:
-        return r->p999_us;
+        return r->lat.p999_us;
     case MD_CPU_C:
         return r->cpu_client;
     case MD_CPU_S:
@@ -1401,11 +1353,6 @@ static double run_metric(const run_result *r, int m)
     default:
         return r->cpu_other;
     }
-}
-
-static double ratio(double a, double b)
-{
-    return isnan(a) || isnan(b) || b <= 0 ? NAN : a / b;
 }
 
 /* Targets from the issues, as strata/etcd ratios (QPS >= 3x, p99 <= 1x) or, for write,
@@ -1425,37 +1372,29 @@ static size_t goals(const report *rp, goal *g)
         return n;
     }
     if (rp->nsides == 2 && (f->op == OP_PUT || f->op == OP_GET)) {
-        g[n++] =
-            (goal){"QPS strata/etcd", ratio(rp->med[0][MD_QPS], rp->med[1][MD_QPS]), 3.0, true};
-        g[n++] =
-            (goal){"p99 strata/etcd", ratio(rp->med[0][MD_P99], rp->med[1][MD_P99]), 1.0, false};
+        g[n++] = (goal){"QPS strata/etcd", st_bench_ratio(rp->med[0][MD_QPS], rp->med[1][MD_QPS]),
+                        3.0, true};
+        g[n++] = (goal){"p99 strata/etcd", st_bench_ratio(rp->med[0][MD_P99], rp->med[1][MD_P99]),
+                        1.0, false};
     }
     return n;
-}
-
-static void fmt(char *buf, size_t cap, double v, int decimals)
-{
-    if (isnan(v))
-        snprintf(buf, cap, "-");
-    else
-        snprintf(buf, cap, "%.*f", decimals, v);
 }
 
 static void print_row(const char *who, const char *round, const run_result *r)
 {
     char qps[24], items[24], p50[24], p99[24], p999[24], cc[24], cs[24], co[24], ld[24], su[24];
-    fmt(qps, sizeof qps, r->qps, 0);
-    fmt(items, sizeof items, r->items_per_sec, 0);
-    fmt(p50, sizeof p50, r->p50_us / 1e3, 2);
-    fmt(p99, sizeof p99, r->p99_us / 1e3, 2);
-    fmt(p999, sizeof p999, r->p999_us / 1e3, 2);
-    fmt(cc, sizeof cc, r->cpu_client, 2);
-    fmt(cs, sizeof cs, r->cpu_server, 2);
-    fmt(co, sizeof co, r->cpu_other, 2);
-    fmt(ld, sizeof ld, r->load1, 2);
-    fmt(su, sizeof su, r->server_us_per_item, 1);
+    st_bench_fmt_num(qps, sizeof qps, r->qps, 0);
+    st_bench_fmt_num(items, sizeof items, r->items_per_sec, 0);
+    st_bench_fmt_num(p50, sizeof p50, r->lat.p50_us / 1e3, 2);
+    st_bench_fmt_num(p99, sizeof p99, r->lat.p99_us / 1e3, 2);
+    st_bench_fmt_num(p999, sizeof p999, r->lat.p999_us / 1e3, 2);
+    st_bench_fmt_num(cc, sizeof cc, r->cpu_client, 2);
+    st_bench_fmt_num(cs, sizeof cs, r->cpu_server, 2);
+    st_bench_fmt_num(co, sizeof co, r->cpu_other, 2);
+    st_bench_fmt_num(ld, sizeof ld, r->load1, 2);
+    st_bench_fmt_num(su, sizeof su, r->server_us_per_item, 1);
     printf("%-7s %-6s %9s %10s %8s %8s %8s %7s %7s %8s %7s %6s%s%s%s\n", who, round, qps, items,
-           p50, p99, p999, cc, cs, su, co, ld, r->cpu_other > NOISE_CORES ? " noisy" : "",
+           p50, p99, p999, cc, cs, su, co, ld, r->cpu_other > ST_BENCH_NOISE_CORES ? " noisy" : "",
            r->ok ? "" : " FAILED: ", r->ok ? "" : r->err);
 }
 
@@ -1508,9 +1447,9 @@ static void print_text(const report *rp)
         m.ok = true;
         m.qps = rp->med[k][MD_QPS];
         m.items_per_sec = rp->med[k][MD_ITEMS];
-        m.p50_us = rp->med[k][MD_P50];
-        m.p99_us = rp->med[k][MD_P99];
-        m.p999_us = rp->med[k][MD_P999];
+        m.lat.p50_us = rp->med[k][MD_P50];
+        m.lat.p99_us = rp->med[k][MD_P99];
+        m.lat.p999_us = rp->med[k][MD_P999];
         m.cpu_client = rp->med[k][MD_CPU_C];
         m.cpu_server = rp->med[k][MD_CPU_S];
         m.cpu_other = rp->med[k][MD_CPU_O];
@@ -1521,17 +1460,17 @@ static void print_text(const report *rp)
     if (rp->nsides == 2) {
         printf("\nstrata/etcd: QPS %.2fx, server CPU per call %.2fx, p50 %.2fx, p99 %.2fx, "
                "p999 %.2fx\n",
-               ratio(rp->med[0][MD_QPS], rp->med[1][MD_QPS]),
-               ratio(rp->med[0][MD_SRV_US], rp->med[1][MD_SRV_US]),
-               ratio(rp->med[0][MD_P50], rp->med[1][MD_P50]),
-               ratio(rp->med[0][MD_P99], rp->med[1][MD_P99]),
-               ratio(rp->med[0][MD_P999], rp->med[1][MD_P999]));
+               st_bench_ratio(rp->med[0][MD_QPS], rp->med[1][MD_QPS]),
+               st_bench_ratio(rp->med[0][MD_SRV_US], rp->med[1][MD_SRV_US]),
+               st_bench_ratio(rp->med[0][MD_P50], rp->med[1][MD_P50]),
+               st_bench_ratio(rp->med[0][MD_P99], rp->med[1][MD_P99]),
+               st_bench_ratio(rp->med[0][MD_P999], rp->med[1][MD_P999]));
         printf("per round (pairs run back to back): QPS");
         for (int r = 0; r < f->repeat; r++)
-            printf(" %.2f", ratio(rp->runs[0][r].qps, rp->runs[1][r].qps));
+            printf(" %.2f", st_bench_ratio(rp->runs[0][r].qps, rp->runs[1][r].qps));
         printf("; p99");
         for (int r = 0; r < f->repeat; r++)
-            printf(" %.2f", ratio(rp->runs[0][r].p99_us, rp->runs[1][r].p99_us));
+            printf(" %.2f", st_bench_ratio(rp->runs[0][r].lat.p99_us, rp->runs[1][r].lat.p99_us));
         printf("\n");
     }
     if (rp->lag_done) {
@@ -1558,14 +1497,12 @@ static void print_text(const report *rp)
         for (size_t i = 0; i < ng; i++)
             printf("  %-16s %10.2f  (target %s %g): %s\n", g[i].name, g[i].got,
                    g[i].at_least ? ">=" : "<=", g[i].want,
-                   isnan(g[i].got)                                                   ? "no result"
-                   : (g[i].at_least ? g[i].got >= g[i].want : g[i].got <= g[i].want) ? "met"
-                                                                                     : "MISSED");
+                   st_bench_goal_verdict(g[i].got, g[i].want, g[i].at_least));
     }
     if (rp->noisy)
         printf("\nWARNING: other processes used more than %.2f cores during some runs (marked "
                "noisy): compare the ratios of pairs, not the absolute figures.\n",
-               NOISE_CORES);
+               ST_BENCH_NOISE_CORES);
 }
 
 static void json_run(st_bench_json *j, const char *key, const run_result *r)
@@ -1579,11 +1516,11 @@ static void json_run(st_bench_json *j, const char *key, const run_result *r)
     st_bench_json_double(j, "seconds", r->secs);
     st_bench_json_double(j, "qps", r->qps);
     st_bench_json_double(j, "items_per_sec", r->items_per_sec);
-    st_bench_json_double(j, "p50_us", r->p50_us);
-    st_bench_json_double(j, "p99_us", r->p99_us);
-    st_bench_json_double(j, "p999_us", r->p999_us);
-    st_bench_json_double(j, "max_us", r->max_us);
-    st_bench_json_double(j, "mean_us", r->mean_us);
+    st_bench_json_double(j, "p50_us", r->lat.p50_us);
+    st_bench_json_double(j, "p99_us", r->lat.p99_us);
+    st_bench_json_double(j, "p999_us", r->lat.p999_us);
+    st_bench_json_double(j, "max_us", r->lat.max_us);
+    st_bench_json_double(j, "mean_us", r->lat.mean_us);
     st_bench_json_double(j, "cpu_client_cores", r->cpu_client);
     st_bench_json_double(j, "cpu_server_cores", r->cpu_server);
     st_bench_json_double(j, "server_cpu_us_per_item", r->server_us_per_item);
@@ -1627,7 +1564,7 @@ static void print_json(const report *rp)
     st_bench_json_int(j, "repeat", f->repeat);
     st_bench_json_uint(j, "seed", f->seed);
     st_bench_json_string(j, "compare", f->compare_etcd ? "etcd" : NULL);
-    st_bench_json_double(j, "noise_threshold_cores", NOISE_CORES);
+    st_bench_json_double(j, "noise_threshold_cores", ST_BENCH_NOISE_CORES);
     st_bench_json_end_object(j);
     st_bench_json_begin_array(j, "systems");
     for (size_t k = 0; k < rp->nsides; k++) {
@@ -1652,14 +1589,15 @@ static void print_json(const report *rp)
     if (rp->nsides == 2) {
         st_bench_json_begin_object(j, "ratio");
         for (int m = 0; m < MD_COUNT; m++)
-            st_bench_json_double(j, md_names[m], ratio(rp->med[0][m], rp->med[1][m]));
+            st_bench_json_double(j, md_names[m], st_bench_ratio(rp->med[0][m], rp->med[1][m]));
         st_bench_json_begin_array(j, "qps_per_round");
         for (int r = 0; r < f->repeat; r++)
-            st_bench_json_double(j, NULL, ratio(rp->runs[0][r].qps, rp->runs[1][r].qps));
+            st_bench_json_double(j, NULL, st_bench_ratio(rp->runs[0][r].qps, rp->runs[1][r].qps));
         st_bench_json_end_array(j);
         st_bench_json_begin_array(j, "p99_per_round");
         for (int r = 0; r < f->repeat; r++)
-            st_bench_json_double(j, NULL, ratio(rp->runs[0][r].p99_us, rp->runs[1][r].p99_us));
+            st_bench_json_double(
+                j, NULL, st_bench_ratio(rp->runs[0][r].lat.p99_us, rp->runs[1][r].lat.p99_us));
         st_bench_json_end_array(j);
         st_bench_json_end_object(j);
     }
@@ -1684,14 +1622,7 @@ static void print_json(const report *rp)
     for (size_t i = 0; i < ng; i++) {
         st_bench_json_begin_object(j, NULL);
         st_bench_json_string(j, "name", g[i].name);
-        st_bench_json_string(j, "comparison", g[i].at_least ? ">=" : "<=");
-        st_bench_json_double(j, "target", g[i].want);
-        st_bench_json_double(j, "value", g[i].got);
-        if (isnan(g[i].got))
-            st_bench_json_null(j, "met");
-        else
-            st_bench_json_bool(j, "met",
-                               g[i].at_least ? g[i].got >= g[i].want : g[i].got <= g[i].want);
+        st_bench_json_goal(j, "value", g[i].got, g[i].want, g[i].at_least);
         st_bench_json_end_object(j);
     }
     st_bench_json_end_array(j);
@@ -1711,9 +1642,10 @@ static void progress(const report *rp, size_t k, int round, const run_result *r)
     fprintf(stderr,
             "[%d/%d] %-6s %9.0f QPS %10.0f items/s  p50 %7.2f ms  p99 %7.2f ms  p999 %7.2f ms  "
             "cpu client %.2f server %.2f other %.2f%s  load %.2f\n",
-            round + 1, rp->f->repeat, rp->sides[k].name, r->qps, r->items_per_sec, r->p50_us / 1e3,
-            r->p99_us / 1e3, r->p999_us / 1e3, r->cpu_client, r->cpu_server, r->cpu_other,
-            r->cpu_other > NOISE_CORES ? " NOISY" : "", r->load1);
+            round + 1, rp->f->repeat, rp->sides[k].name, r->qps, r->items_per_sec,
+            r->lat.p50_us / 1e3, r->lat.p99_us / 1e3, r->lat.p999_us / 1e3, r->cpu_client,
+            r->cpu_server, r->cpu_other, r->cpu_other > ST_BENCH_NOISE_CORES ? " NOISY" : "",
+            r->load1);
 }
 
 /* Find the strata node that leads among the --addr list (Admin/Status); writes go there. */
@@ -1810,22 +1742,8 @@ static void lag_run(report *rp, const char *pool)
     if (!rp->lag_run.ok || lp->err[0] || lp->samples == 0)
         rp->failed = true;
     fprintf(stderr, "[lag] strata paced to %.0f/s: %.0f QPS, p99 %.2f ms; %llu lag probes%s%s\n",
-            rp->lag_rate, rp->lag_run.qps, rp->lag_run.p99_us / 1e3,
+            rp->lag_rate, rp->lag_run.qps, rp->lag_run.lat.p99_us / 1e3,
             (unsigned long long)lp->samples, lp->err[0] ? ": " : "", lp->err);
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb;
-    (void)ftw;
-    int r = type == FTW_DP ? rmdir(path) : unlink(path);
-    return r == 0 || errno == ENOENT ? 0 : -1;
-}
-
-/* rm -rf path (our own temporary directory). */
-static int rm_rf(const char *path)
-{
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- --op snapshot ----------------------------------------------------------------------- */
@@ -2060,7 +1978,7 @@ int st_bench_rpc_main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
 
     report *rp = calloc(1, sizeof *rp);
-    char *pool = malloc(VALUE_POOL + f.value_size);
+    char *pool = st_bench_value_pool(f.seed, f.value_size);
     if (!rp || !pool) {
         fprintf(stderr, "strata-bench rpc: out of memory\n");
         free(rp);
@@ -2069,15 +1987,10 @@ int st_bench_rpc_main(int argc, char **argv)
     }
     rp->f = &f;
     rc = 1;
-    st_bench_rng rng;
-    st_bench_rng_seed(&rng, f.seed ^ 0x76616c756573ull); /* "values" */
-    st_bench_rng_bytes(&rng, pool, VALUE_POOL + f.value_size);
     st_rpc_init();
 
-    const char *tmp = getenv("TMPDIR");
-    snprintf(rp->dir, sizeof rp->dir, "%s/strata-bench-rpc-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(rp->dir)) {
-        fprintf(stderr, "strata-bench rpc: mkdtemp %s: %s\n", rp->dir, strerror(errno));
+    if (st_bench_mkdtemp("strata-bench-rpc", rp->dir, sizeof rp->dir) != ST_OK) {
+        fprintf(stderr, "strata-bench rpc: %s\n", st_errmsg());
         rp->dir[0] = '\0';
         goto done;
     }
@@ -2158,7 +2071,7 @@ int st_bench_rpc_main(int argc, char **argv)
             run_load(&f, &rp->sides[k], f.op, pool, f.rate, NULL, res);
             if (!res->ok)
                 rp->failed = true;
-            if (res->cpu_other > NOISE_CORES)
+            if (res->cpu_other > ST_BENCH_NOISE_CORES)
                 rp->noisy = true;
             progress(rp, k, r, res);
         }
@@ -2186,7 +2099,7 @@ done:
         if (rp->own[k] && st_bench_servers_stop(&rp->groups[k]) != ST_OK)
             fprintf(stderr, "strata-bench rpc: stop %s: %s\n", rp->sides[k].name, st_errmsg());
     }
-    if (rp->dir[0] && rm_rf(rp->dir) != 0)
+    if (rp->dir[0] && st_bench_rm_tree(rp->dir) != ST_OK)
         fprintf(stderr, "strata-bench rpc: could not remove %s\n", rp->dir);
     grpc_shutdown();
     st_bench_hist_destroy(rp->lag.hist);

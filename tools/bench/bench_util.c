@@ -1,5 +1,6 @@
 /*
- * bench_util.c - clock, histogram, JSON writer, /proc accounting and generators for strata-bench.
+ * bench_util.c - clock, histogram, JSON writer, /proc accounting, generators, flags, files and
+ * report formatting for strata-bench.
  */
 #include "tools/bench/bench_util.h"
 
@@ -7,9 +8,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -149,6 +152,15 @@ uint64_t st_bench_hist_percentile(const st_bench_hist *h, double p)
         }
     }
     return h->max;
+}
+
+void st_bench_hist_latency(const st_bench_hist *h, st_bench_latency *out)
+{
+    out->p50_us = (double)st_bench_hist_percentile(h, 50) / 1e3;
+    out->p99_us = (double)st_bench_hist_percentile(h, 99) / 1e3;
+    out->p999_us = (double)st_bench_hist_percentile(h, 99.9) / 1e3;
+    out->max_us = (double)st_bench_hist_max(h) / 1e3;
+    out->mean_us = st_bench_hist_mean(h) / 1e3;
 }
 
 /* ---- JSON -------------------------------------------------------------------------------- */
@@ -527,6 +539,11 @@ double st_bench_median(double *v, size_t n)
     return (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+double st_bench_ratio(double a, double b)
+{
+    return isnan(a) || isnan(b) || b <= 0 ? NAN : a / b;
+}
+
 /* ---- generators -------------------------------------------------------------------------- */
 
 static uint64_t mix64(uint64_t z)
@@ -575,6 +592,17 @@ void st_bench_rng_bytes(st_bench_rng *r, void *buf, size_t n)
         uint64_t x = st_bench_rng_next(r);
         memcpy(p, &x, n);
     }
+}
+
+char *st_bench_value_pool(uint64_t seed, size_t value_size)
+{
+    char *pool = malloc(ST_BENCH_VALUE_POOL + value_size);
+    if (!pool)
+        return NULL;
+    st_bench_rng rng;
+    st_bench_rng_seed(&rng, seed ^ 0x76616c756573ull); /* "values" */
+    st_bench_rng_bytes(&rng, pool, ST_BENCH_VALUE_POOL + value_size);
+    return pool;
 }
 
 int st_bench_key_digits(uint64_t n)
@@ -676,4 +704,98 @@ st_status st_bench_parse_size(const char *s, uint64_t *out)
         return st_error(ST_INVALID_ARGUMENT, "size \"%s\" overflows", s);
     *out = v << shift;
     return ST_OK;
+}
+
+/* ---- flags ------------------------------------------------------------------------------- */
+
+int st_bench_parse_flags(const char *mode, int argc, char **argv, const struct option *opts,
+                         st_bench_flag_fn set, void *ctx, void (*usage)(FILE *out))
+{
+    int c;
+    optind = 1;
+    opterr = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        if (c == '?' || c == ':') {
+            usage(stderr);
+            return 2;
+        }
+        if (!set(ctx, c, optarg))
+            return 2;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "strata-bench %s: unexpected argument \"%s\"\n", mode, argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+bool st_bench_flag_size(const char *mode, const char *flag, const char *v, uint64_t *out)
+{
+    if (st_bench_parse_size(v, out) != ST_OK) {
+        fprintf(stderr, "strata-bench %s: %s: %s\n", mode, flag, st_errmsg());
+        return false;
+    }
+    return true;
+}
+
+/* ---- files ------------------------------------------------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    int rc = type == FTW_DP ? rmdir(path) : unlink(path);
+    return rc == 0 || errno == ENOENT ? 0 : -1;
+}
+
+st_status st_bench_rm_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? ST_OK : st_errno_error(errno, "stat %s", path);
+    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return st_errno_error(errno, "remove %s", path);
+    return ST_OK;
+}
+
+st_status st_bench_mkdtemp(const char *name, char *buf, size_t cap)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(buf, cap, "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", name);
+    if (!mkdtemp(buf))
+        return st_errno_error(errno, "mkdtemp %s", buf);
+    return ST_OK;
+}
+
+/* ---- reports ----------------------------------------------------------------------------- */
+
+void st_bench_fmt_num(char *buf, size_t cap, double v, int decimals)
+{
+    if (isnan(v))
+        snprintf(buf, cap, "-");
+    else
+        snprintf(buf, cap, "%.*f", decimals, v);
+}
+
+const char *st_bench_goal_verdict(double got, double want, bool at_least)
+{
+    if (isnan(got))
+        return "no result";
+    return (at_least ? got >= want : got <= want) ? "met" : "MISSED";
+}
+
+void st_bench_json_goal(st_bench_json *j, const char *value_key, double got, double want,
+                        bool at_least)
+{
+    st_bench_json_string(j, "comparison", at_least ? ">=" : "<=");
+    st_bench_json_double(j, "target", want);
+    st_bench_json_double(j, value_key, got);
+    if (isnan(got))
+        st_bench_json_null(j, "met");
+    else
+        st_bench_json_bool(j, "met", at_least ? got >= want : got <= want);
 }

@@ -1,7 +1,8 @@
 /*
  * bench_util.h - pieces every strata-bench mode shares: a clock, a latency histogram, a JSON
- * writer, CPU and memory accounting from /proc, a seeded generator, key formatting and a
- * memory-free permutation of the key space.
+ * writer, CPU and memory accounting from /proc, a seeded generator, key formatting, the value
+ * pool, a memory-free permutation of the key space, flag parsing, work directories, and the
+ * formatting of figures and targets in reports.
  *
  * Nothing here knows about the engine or the network; modes (bench_engine.c, bench_rpc.c) build
  * on it. Unless stated otherwise a function is safe to call from one thread at a time per object.
@@ -9,6 +10,7 @@
 #ifndef STRATA_TOOLS_BENCH_UTIL_H
 #define STRATA_TOOLS_BENCH_UTIL_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +48,13 @@ double st_bench_hist_mean(const st_bench_hist *h);  /* exact; 0 when empty */
  * (exactly min or max when v is the smallest or largest sample). 0 when empty.
  */
 uint64_t st_bench_hist_percentile(const st_bench_hist *h, double p);
+
+/* The latency figures every mode reports, in microseconds (0 when the histogram is empty). */
+typedef struct st_bench_latency {
+    double p50_us, p99_us, p999_us, max_us, mean_us;
+} st_bench_latency;
+
+void st_bench_hist_latency(const st_bench_hist *h, st_bench_latency *out);
 
 /* ---- JSON writer ------------------------------------------------------------------------- */
 /*
@@ -131,6 +140,10 @@ st_status st_bench_parse_field(const char *text, const char *name, const char *f
 /* Median of v[0..n) (sorts v in place); NaN when n == 0. The mean of the middle two for even n. */
 double st_bench_median(double *v, size_t n);
 
+/* a / b, as a ratio of two figures of which either may be missing: NaN unless both are
+   numbers and b > 0. */
+double st_bench_ratio(double a, double b);
+
 /* ---- generators -------------------------------------------------------------------------- */
 
 /* splitmix64: small, fast, and the same sequence on every machine for the same seed. */
@@ -143,6 +156,16 @@ uint64_t st_bench_rng_next(st_bench_rng *r);
 /* Uniform in [0, n), n > 0 (Lemire's multiply-shift with rejection: no modulo bias). */
 uint64_t st_bench_rng_uniform(st_bench_rng *r, uint64_t n);
 void st_bench_rng_bytes(st_bench_rng *r, void *buf, size_t n);
+
+/* Values are value_size bytes taken at any offset below this in the value pool. */
+#define ST_BENCH_VALUE_POOL (1u << 20)
+
+/*
+ * The value pool: ST_BENCH_VALUE_POOL + value_size random (incompressible) bytes, the same for
+ * every engine and system given the same seed. Returns a malloc'd buffer (free it), or NULL when
+ * out of memory.
+ */
+char *st_bench_value_pool(uint64_t seed, size_t value_size);
 
 /* Decimal digits needed to write n - 1 (the largest key index of n keys); 1 for n <= 10. */
 int st_bench_key_digits(uint64_t n);
@@ -175,5 +198,59 @@ uint64_t st_bench_perm_at(const st_bench_perm *p, uint64_t i); /* i < n */
 /* Parse "123", "64K", "8M", "1G" (binary multiples; optional trailing "B" or "iB").
    ST_INVALID_ARGUMENT for anything else or on overflow. */
 st_status st_bench_parse_size(const char *s, uint64_t *out);
+
+/* ---- flags ------------------------------------------------------------------------------- */
+
+/*
+ * Called for each option: `code` is the option's val from the table, `arg` its argument (NULL
+ * for a flag without one). On a bad value it prints its complaint to stderr and returns false.
+ */
+typedef bool (*st_bench_flag_fn)(void *ctx, int code, char *arg);
+
+/*
+ * Parse the flags of `mode` ("engine", "rpc"): argv[0] is the mode's name, `opts` (borrowed) a
+ * getopt_long table that maps "help" to 'h'. Each option goes to set(ctx, code, arg) in order.
+ * Returns 0 to run; 1 after -h or --help (usage(stdout) printed); 2 when set refused a value,
+ * for an unknown flag or a missing argument (getopt's complaint and usage(stderr) printed), or
+ * for an operand ("strata-bench <mode>: unexpected argument ..." printed).
+ */
+int st_bench_parse_flags(const char *mode, int argc, char **argv, const struct option *opts,
+                         st_bench_flag_fn set, void *ctx, void (*usage)(FILE *out));
+
+/* st_bench_parse_size for the value `v` of `flag`; on failure prints
+   "strata-bench <mode>: <flag>: <why>" to stderr and returns false. */
+bool st_bench_flag_size(const char *mode, const char *flag, const char *v, uint64_t *out);
+
+/* ---- files ------------------------------------------------------------------------------- */
+
+/* rm -rf path (symbolic links are removed, not followed); a missing path is fine. */
+st_status st_bench_rm_tree(const char *path);
+
+/*
+ * Create a fresh directory "$TMPDIR/<name>-XXXXXX" ("/tmp/..." when TMPDIR is unset or empty)
+ * and write its path into buf[0..cap). The error message names the path.
+ */
+st_status st_bench_mkdtemp(const char *name, char *buf, size_t cap);
+
+/* ---- reports ----------------------------------------------------------------------------- */
+
+/* Other processes using more CPU than this (cores) during a measured run make it "noisy". */
+#define ST_BENCH_NOISE_CORES 0.10
+
+/* v with `decimals` decimals into buf, or "-" when v is NaN (not reported, or not applicable). */
+void st_bench_fmt_num(char *buf, size_t cap, double v, int decimals);
+
+/*
+ * A figure held to a target: `got` >= `want` when at_least, else `got` <= `want`. The verdict is
+ * "met", "MISSED", or "no result" when got is NaN.
+ */
+const char *st_bench_goal_verdict(double got, double want, bool at_least);
+
+/*
+ * The same into the JSON object being written: "comparison" (">=" or "<="), "target" (want),
+ * `value_key` (got) and "met" (true, false, or null when got is NaN), in this order.
+ */
+void st_bench_json_goal(st_bench_json *j, const char *value_key, double got, double want,
+                        bool at_least);
 
 #endif

@@ -1,4 +1,7 @@
-/* test_bench_util.c - histogram percentiles, JSON writer, /proc parsers, generators, sizes. */
+/*
+ * test_bench_util.c - histogram percentiles, JSON writer, /proc parsers, generators, sizes,
+ * flags, files and report formatting.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tests/support/testutil.h"
@@ -109,6 +113,27 @@ static void test_hist_huge_values(void **state)
     st_bench_hist_destroy(h);
 }
 
+static void test_hist_latency(void **state)
+{
+    (void)state;
+    st_bench_hist *h;
+    assert_int_equal(st_bench_hist_create(&h), ST_OK);
+    st_bench_latency lat;
+    st_bench_hist_latency(h, &lat);
+    assert_true(lat.p50_us == 0 && lat.p99_us == 0 && lat.p999_us == 0 && lat.max_us == 0 &&
+                lat.mean_us == 0);
+    /* Below 128 ns every value has its own bucket, so the figures are exact. */
+    for (uint64_t v = 1; v <= 100; v++)
+        st_bench_hist_add(h, v);
+    st_bench_hist_latency(h, &lat);
+    assert_true(lat.p50_us == 0.05);
+    assert_true(lat.p99_us == 0.099);
+    assert_true(lat.p999_us == 0.1);
+    assert_true(lat.max_us == 0.1);
+    assert_true(lat.mean_us == 0.0505);
+    st_bench_hist_destroy(h);
+}
+
 /* Run `fn` against a JSON writer on a memory stream and compare the text. */
 static char *json_text(void (*fn)(st_bench_json *))
 {
@@ -162,6 +187,48 @@ static void test_json(void **state)
     free(t);
     t = json_text(json_scalar);
     assert_string_equal(t, "\"x\"\n");
+    free(t);
+}
+
+static void json_goals(st_bench_json *j)
+{
+    st_bench_json_begin_array(j, NULL);
+    st_bench_json_begin_object(j, NULL);
+    st_bench_json_goal(j, "ratio", 2.5, 2.0, true);
+    st_bench_json_end_object(j);
+    st_bench_json_begin_object(j, NULL);
+    st_bench_json_goal(j, "value", 1.25, 1.0, false);
+    st_bench_json_end_object(j);
+    st_bench_json_begin_object(j, NULL);
+    st_bench_json_goal(j, "ratio", NAN, 1.5, false);
+    st_bench_json_end_object(j);
+    st_bench_json_end_array(j);
+}
+
+static void test_reports(void **state)
+{
+    (void)state;
+    assert_true(st_bench_ratio(6, 3) == 2);
+    assert_true(isnan(st_bench_ratio(1, 0)));
+    assert_true(isnan(st_bench_ratio(1, -2)));
+    assert_true(isnan(st_bench_ratio(NAN, 1)));
+    assert_true(isnan(st_bench_ratio(1, NAN)));
+    char buf[16];
+    st_bench_fmt_num(buf, sizeof buf, 1.23456, 2);
+    assert_string_equal(buf, "1.23");
+    st_bench_fmt_num(buf, sizeof buf, 41.5, 0);
+    assert_string_equal(buf, "42");
+    st_bench_fmt_num(buf, sizeof buf, NAN, 1);
+    assert_string_equal(buf, "-");
+    assert_string_equal(st_bench_goal_verdict(2.0, 2.0, true), "met");
+    assert_string_equal(st_bench_goal_verdict(1.9, 2.0, true), "MISSED");
+    assert_string_equal(st_bench_goal_verdict(1.0, 1.0, false), "met");
+    assert_string_equal(st_bench_goal_verdict(1.1, 1.0, false), "MISSED");
+    assert_string_equal(st_bench_goal_verdict(NAN, 1.0, true), "no result");
+    char *t = json_text(json_goals);
+    assert_string_equal(t, "[{\"comparison\":\">=\",\"target\":2,\"ratio\":2.5,\"met\":true},"
+                           "{\"comparison\":\"<=\",\"target\":1,\"value\":1.25,\"met\":false},"
+                           "{\"comparison\":\"<=\",\"target\":1.5,\"ratio\":null,\"met\":null}]\n");
     free(t);
 }
 
@@ -299,6 +366,26 @@ static void test_rng_deterministic_and_uniform(void **state)
     free(buf);
 }
 
+static void test_value_pool(void **state)
+{
+    (void)state;
+    const size_t n = ST_BENCH_VALUE_POOL + 100;
+    char *a = st_bench_value_pool(301, 100), *b = st_bench_value_pool(301, 100);
+    char *c = st_bench_value_pool(302, 100);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    /* The same bytes for every system and run with the same seed, others with another. */
+    assert_memory_equal(a, b, n);
+    size_t same = 0;
+    for (size_t i = 0; i < n; i++)
+        same += a[i] == c[i];
+    assert_true(same < n / 64);
+    free(a);
+    free(b);
+    free(c);
+}
+
 static void test_keys(void **state)
 {
     (void)state;
@@ -379,21 +466,154 @@ static void test_parse_size(void **state)
     assert_int_equal(st_bench_parse_size("17179869184G", &v), ST_INVALID_ARGUMENT);
 }
 
+typedef struct flag_seen {
+    uint64_t size;
+    bool on;
+    int calls;
+} flag_seen;
+
+static bool set_test_flag(void *ctx, int code, char *arg)
+{
+    flag_seen *fs = ctx;
+    fs->calls++;
+    if (code == 256)
+        return st_bench_flag_size("test", "--size", arg, &fs->size);
+    if (code == 257) {
+        fs->on = true;
+        return true;
+    }
+    return false;
+}
+
+static FILE *g_usage_to;
+
+static void record_usage(FILE *out)
+{
+    g_usage_to = out;
+}
+
+/* Parse the arguments after "test" (NULL-terminated) with st_bench_parse_flags. */
+static int parse_test_flags(flag_seen *fs, const char *const *args)
+{
+    static const struct option opts[] = {
+        {"size", required_argument, NULL, 256},
+        {"on", no_argument, NULL, 257},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    char *argv[16] = {"test"};
+    int argc = 1;
+    while (*args)
+        argv[argc++] = (char *)*args++;
+    memset(fs, 0, sizeof *fs);
+    g_usage_to = NULL;
+    return st_bench_parse_flags("test", argc, argv, opts, set_test_flag, fs, record_usage);
+}
+
+static void test_parse_flags(void **state)
+{
+    (void)state;
+    flag_seen fs;
+    assert_int_equal(parse_test_flags(&fs, (const char *const[]){"--size", "8K", "--on", NULL}), 0);
+    assert_int_equal(fs.size, 8192);
+    assert_true(fs.on);
+    assert_int_equal(fs.calls, 2);
+    assert_null(g_usage_to);
+    /* Parsing again starts from the first argument (optind is reset). */
+    assert_int_equal(parse_test_flags(&fs, (const char *const[]){"--on", NULL}), 0);
+    assert_true(fs.on);
+    assert_int_equal(fs.size, 0);
+
+    assert_int_equal(parse_test_flags(&fs, (const char *const[]){"--help", "--on", NULL}), 1);
+    assert_true(g_usage_to == stdout);
+    assert_false(fs.on);
+    assert_int_equal(parse_test_flags(&fs, (const char *const[]){"-h", NULL}), 1);
+    assert_true(g_usage_to == stdout);
+
+    /* Refused value, unknown flag, missing argument, operand: 2, usage on stderr for getopt's. */
+    assert_int_equal(parse_test_flags(&fs, (const char *const[]){"--size", "8X", "--on", NULL}), 2);
+    assert_false(fs.on);
+    assert_null(g_usage_to);
+    assert_int_equal(parse_test_flags(&fs, (const char *const[]){"--bogus", NULL}), 2);
+    assert_true(g_usage_to == stderr);
+    assert_int_equal(parse_test_flags(&fs, (const char *const[]){"--on", "--size", NULL}), 2);
+    assert_true(g_usage_to == stderr);
+    assert_int_equal(parse_test_flags(&fs, (const char *const[]){"--on", "extra", NULL}), 2);
+    assert_null(g_usage_to);
+}
+
+static void test_files(void **state)
+{
+    (void)state;
+    char *base = st_test_mkdtemp("bench_util");
+    const char *old = getenv("TMPDIR");
+    char *saved = old ? strdup(old) : NULL;
+    assert_int_equal(setenv("TMPDIR", base, 1), 0);
+
+    char dir[4096];
+    assert_int_equal(st_bench_mkdtemp("strata-bench-test", dir, sizeof dir), ST_OK);
+    size_t blen = strlen(base);
+    assert_memory_equal(dir, base, blen);
+    assert_memory_equal(dir + blen, "/strata-bench-test-", 19);
+    assert_int_equal(strlen(dir), blen + 19 + 6);
+    struct stat st;
+    assert_int_equal(stat(dir, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+
+    /* A tree with a file, a subdirectory and a dangling link, removed as a whole. */
+    char *sub = st_test_path(dir, "sub"), *file = st_test_path(sub, "f");
+    char *link = st_test_path(dir, "link");
+    assert_int_equal(mkdir(sub, 0755), 0);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs("x", f);
+    fclose(f);
+    assert_int_equal(symlink("/nonexistent", link), 0);
+    assert_int_equal(st_bench_rm_tree(dir), ST_OK);
+    assert_int_equal(lstat(dir, &st), -1);
+    /* A missing path is fine. */
+    assert_int_equal(st_bench_rm_tree(dir), ST_OK);
+
+    /* A TMPDIR that does not exist: the error names the path. */
+    char *missing = st_test_path(base, "missing");
+    assert_int_equal(setenv("TMPDIR", missing, 1), 0);
+    assert_int_not_equal(st_bench_mkdtemp("x", dir, sizeof dir), ST_OK);
+    assert_non_null(strstr(st_errmsg(), "mkdtemp"));
+    assert_non_null(strstr(st_errmsg(), missing));
+
+    if (saved)
+        setenv("TMPDIR", saved, 1);
+    else
+        unsetenv("TMPDIR");
+    free(saved);
+    free(missing);
+    free(link);
+    free(file);
+    free(sub);
+    st_test_rmdir(base);
+    free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hist_small_values_exact),
         cmocka_unit_test(test_hist_random_within_resolution),
         cmocka_unit_test(test_hist_huge_values),
+        cmocka_unit_test(test_hist_latency),
         cmocka_unit_test(test_json),
+        cmocka_unit_test(test_reports),
         cmocka_unit_test(test_parse_proc_stat),
         cmocka_unit_test(test_parse_pid_stat),
         cmocka_unit_test(test_parse_field_and_live_proc),
         cmocka_unit_test(test_median),
         cmocka_unit_test(test_rng_deterministic_and_uniform),
+        cmocka_unit_test(test_value_pool),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_perm_is_bijection),
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_flags),
+        cmocka_unit_test(test_files),
     };
     return cmocka_run_group_tests_name("bench_util", tests, NULL, NULL);
 }
