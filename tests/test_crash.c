@@ -44,60 +44,51 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "engine/db.h"
 #include "engine/env.h"
 #include "tests/support/env_nosync.h"
 #include "tests/support/testutil.h"
+#include "tests/support/workload.h"
 
 #define MAX_THREADS     4
 #define KEYS_PER_THREAD 500
-#define MAX_BATCH       8
-#define MAX_VALUE       4096
 #define MAX_DELAY_MS    300
 
 /* ---- the messages from child to parent ---------------------------------------------------- */
 
 enum { MSG_INTENT = 1, MSG_ACK = 2, MSG_DONE = 3 };
-enum { OP_PUT = 1, OP_DELETE = 2, OP_BATCH = 3 };
 
 /* One write(2) each: far below PIPE_BUF, so concurrent writers never interleave messages. */
 typedef struct msg {
     uint8_t kind;
     uint8_t thread;
-    uint8_t type;
-    uint8_t nkeys;
-    uint32_t op;              /* per thread and round, from 1; MSG_DONE: low half of the count */
-    uint16_t keys[MAX_BATCH]; /* indexes into the thread's keys */
-    uint8_t delmask;          /* bit i: keys[i] is deleted rather than put */
-    uint8_t pad[3];
-    uint32_t extra; /* MSG_DONE: high half of the count */
+    uint8_t pad[2];
+    uint32_t op;         /* per thread and round, from 1; MSG_DONE: low half of the count */
+    st_workload_write w; /* over the thread's keys */
+    uint32_t extra;      /* MSG_DONE: high half of the count */
 } msg;
 
 /* ---- keys, values and the model ----------------------------------------------------------- */
 
-/* What the parent knows a key holds: the write that last touched it. */
-typedef struct slot {
-    uint32_t round, op;
-    bool present;
-} slot;
+/* Each writer thread owns a key space; the parent's own key is "marker". */
+static const st_workload_keys spaces[MAX_THREADS] = {
+    {"k0-", 4, KEYS_PER_THREAD, 50},
+    {"k1-", 4, KEYS_PER_THREAD, 50},
+    {"k2-", 4, KEYS_PER_THREAD, 50},
+    {"k3-", 4, KEYS_PER_THREAD, 50},
+};
 
+/* What the parent knows the keys hold. */
 typedef struct model {
-    slot keys[MAX_THREADS][KEYS_PER_THREAD];
+    st_workload_slot keys[MAX_THREADS][KEYS_PER_THREAD];
     uint32_t marker_round; /* the parent's own write after each check; 0 = none yet */
 } model;
-
-static int key_name(char *buf, int thread, int idx)
-{
-    return snprintf(buf, 32, "k%d-%04d", thread, idx);
-}
 
 /* Whether values written in `round` are large (so flushes come sooner). */
 static bool round_big(uint32_t round)
@@ -105,200 +96,49 @@ static bool round_big(uint32_t round)
     return round % 3 == 1;
 }
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
-
 /* The value of write (round, thread, op): the same token under every key the write puts. */
 static size_t make_value(uint8_t *buf, uint32_t round, int thread, uint32_t op)
 {
-    uint64_t h = mix64(((uint64_t)round << 40) ^ ((uint64_t)thread << 32) ^ op);
-    int n = snprintf((char *)buf, 48, "r%" PRIu32 ".t%d.o%" PRIu32 "|", round, thread, op);
-    size_t len = (size_t)n + (round_big(round) ? h % 2500 : h % 200);
-    for (size_t i = (size_t)n; i < len; i++) {
-        h = h * 6364136223846793005ull + 1442695040888963407ull;
-        buf[i] = (uint8_t)(h >> 56);
-    }
-    return len;
+    char tag[48];
+    snprintf(tag, sizeof(tag), "r%" PRIu32 ".t%d.o%" PRIu32 "|", round, thread, op);
+    uint64_t h = st_workload_mix64(((uint64_t)round << 40) ^ ((uint64_t)thread << 32) ^ op);
+    return st_workload_value(buf, tag, h, round_big(round) ? h % 2500 : h % 200);
 }
 
 /* Whether a get that returned (s, v, n) agrees with what slot `sl` of `thread` says. */
-static bool slot_matches(const slot *sl, int thread, st_status s, const uint8_t *v, size_t n)
+static bool slot_matches(const st_workload_slot *sl, int thread, st_status s, const uint8_t *v,
+                         size_t n)
 {
     if (!sl->present)
         return s == ST_NOT_FOUND;
     if (s != ST_OK)
         return false;
-    uint8_t want[MAX_VALUE];
+    uint8_t want[ST_WORKLOAD_MAX_VALUE];
     size_t wn = make_value(want, sl->round, thread, sl->op);
     return n == wn && memcmp(v, want, n) == 0;
 }
 
-static void describe_slot(char *buf, size_t cap, const slot *sl)
-{
-    if (!sl->present)
-        snprintf(buf, cap, "absent (last write r%" PRIu32 ".o%" PRIu32 ")", sl->round, sl->op);
-    else
-        snprintf(buf, cap, "r%" PRIu32 ".o%" PRIu32, sl->round, sl->op);
-}
-
-/* ---- an env that kills the process at its Nth mutating call --------------------------------- */
-
-/*
- * File handles are the inner env's (the file calls take no env argument), so the state is one
- * global: each test program process (parent or child) wraps at most one env at a time.
- */
-typedef struct kill_env {
-    st_env env;
-    st_env *inner;
-    atomic_uint_fast64_t calls;
-    uint64_t kill_at; /* 0 = never */
-} kill_env;
-
-static kill_env g_kill;
+/* ---- dying at the Nth mutating file operation ---------------------------------------------- */
 
 /* Where the parent is, for failure messages: "round 12", "crash point 7". */
 static char g_where[128];
 
-/* Count a mutating call; true when it is the one to die at. */
-static bool kill_due(void)
-{
-    uint64_t n = atomic_fetch_add(&g_kill.calls, 1) + 1;
-    return g_kill.kill_at != 0 && n == g_kill.kill_at;
-}
-
-static void die(void)
-{
-    raise(SIGKILL);
-    _exit(99); /* not reached */
-}
-
-static st_status k_open_writable(st_env *env, const char *path, bool append, st_file **out)
-{
-    (void)env;
-    if (kill_due())
-        die();
-    return g_kill.inner->open_writable(g_kill.inner, path, append, out);
-}
-
-static st_status k_append(st_file *f, const void *data, size_t n)
-{
-    if (kill_due()) {
-        /* Torn: the kernel got half of this write when the process died. */
-        if (n > 1)
-            g_kill.inner->append(f, data, n / 2);
-        die();
-    }
-    return g_kill.inner->append(f, data, n);
-}
-
-static st_status k_sync(st_file *f)
-{
-    if (kill_due())
-        die();
-    return g_kill.inner->sync(f);
-}
-
-static st_status k_truncate(st_file *f, uint64_t size)
-{
-    if (kill_due())
-        die();
-    return g_kill.inner->truncate(f, size);
-}
-
-static st_status k_mkdir(st_env *env, const char *path)
-{
-    (void)env;
-    if (kill_due())
-        die();
-    return g_kill.inner->mkdir(g_kill.inner, path);
-}
-
-static st_status k_sync_dir(st_env *env, const char *path)
-{
-    (void)env;
-    if (kill_due())
-        die();
-    return g_kill.inner->sync_dir(g_kill.inner, path);
-}
-
-static st_status k_rename(st_env *env, const char *from, const char *to)
-{
-    (void)env;
-    if (kill_due())
-        die();
-    return g_kill.inner->rename(g_kill.inner, from, to);
-}
-
-static st_status k_link(st_env *env, const char *from, const char *to)
-{
-    (void)env;
-    if (kill_due())
-        die();
-    return g_kill.inner->link(g_kill.inner, from, to);
-}
-
-static st_status k_unlink(st_env *env, const char *path)
-{
-    (void)env;
-    if (kill_due())
-        die();
-    return g_kill.inner->unlink(g_kill.inner, path);
-}
-
-static st_env *kill_env_install(st_env *inner, uint64_t kill_at)
-{
-    g_kill.inner = inner;
-    g_kill.env = *inner;
-    g_kill.env.open_writable = k_open_writable;
-    g_kill.env.append = k_append;
-    g_kill.env.sync = k_sync;
-    g_kill.env.truncate = k_truncate;
-    g_kill.env.mkdir = k_mkdir;
-    g_kill.env.sync_dir = k_sync_dir;
-    g_kill.env.rename = k_rename;
-    g_kill.env.link = k_link;
-    g_kill.env.unlink = k_unlink;
-    atomic_store(&g_kill.calls, 0);
-    g_kill.kill_at = kill_at;
-    return &g_kill.env;
-}
-
-/* ---- options ------------------------------------------------------------------------------ */
-
-static void log_line(void *ctx, const char *line)
+/* The tripwire's hook in a scripted child: die by SIGKILL, in the middle of the write when the
+   call is an append (the kernel got half of it when the process died). */
+static void die_here(void *ctx, st_env *inner, st_file *f, const void *data, size_t n)
 {
     (void)ctx;
-    fprintf(stderr, "[%d] engine: %s\n", (int)getpid(), line);
-}
-
-static const char *policy_name(st_sync_policy p)
-{
-    return p == ST_SYNC_ALWAYS ? "always" : p == ST_SYNC_INTERVAL ? "interval" : "none";
+    if (f && n > 1)
+        inner->append(f, data, n / 2);
+    raise(SIGKILL);
+    _exit(99); /* not reached */
 }
 
 /* Tiny memtables, tables and levels: flushes and compactions run all the time. */
 static void crash_options(st_options *o, st_sync_policy policy, st_env *env)
 {
-    st_options_init(o);
-    if (getenv("ST_TEST_VERBOSE"))
-        o->log = log_line;
-    o->sync = policy;
+    st_workload_options(o, policy, env);
     o->sync_interval_ms = 20;
-    o->env = env;
-    o->memtable_bytes = 64 * 1024;
-    o->table_bytes = 16 * 1024;
-    o->block_bytes = 1024;
-    o->level1_bytes = 64 * 1024;
-    o->l0_compaction_trigger = 3;
-    o->paranoid_checks = true;
-    o->block_cache_bytes = 256 * 1024;
 }
 
 /* ---- the child ---------------------------------------------------------------------------- */
@@ -343,59 +183,22 @@ static void send_msg(int fd, const msg *m)
     }
 }
 
-/* Choose the next write of `thread`: mostly hot keys, so versions of a key pile up. */
+/* Choose the next write of `thread`: 55% puts, 15% deletes, 30% batches. */
 static void choose_write(st_rng *r, int thread, uint32_t op, msg *m)
 {
     memset(m, 0, sizeof(*m));
     m->kind = MSG_INTENT;
     m->thread = (uint8_t)thread;
     m->op = op;
-    uint64_t dice = st_rng_uniform(r, 100);
-    m->type = dice < 55 ? OP_PUT : dice < 70 ? OP_DELETE : OP_BATCH;
-    m->nkeys = m->type == OP_BATCH ? (uint8_t)(2 + st_rng_uniform(r, MAX_BATCH - 1)) : 1;
-    for (int i = 0; i < m->nkeys; i++) {
-        for (;;) {
-            uint16_t k = (uint16_t)(st_rng_uniform(r, 2) ? st_rng_uniform(r, 50)
-                                                         : st_rng_uniform(r, KEYS_PER_THREAD));
-            bool dup = false;
-            for (int j = 0; j < i; j++)
-                dup |= m->keys[j] == k;
-            if (!dup) {
-                m->keys[i] = k;
-                break;
-            }
-        }
-    }
-    if (m->type == OP_DELETE)
-        m->delmask = 1;
-    else if (m->type == OP_BATCH)
-        for (int i = 0; i < m->nkeys; i++)
-            if (st_rng_uniform(r, 6) == 0)
-                m->delmask |= (uint8_t)(1u << i);
+    st_workload_choose(r, &spaces[thread], 55, 15, &m->w);
 }
 
 /* Perform the write m describes; the values are make_value(round, thread, op). */
 static st_status do_write(st_db *db, st_batch *b, uint32_t round, const msg *m)
 {
-    uint8_t val[MAX_VALUE];
-    char key[32];
+    uint8_t val[ST_WORKLOAD_MAX_VALUE];
     size_t vn = make_value(val, round, m->thread, m->op);
-    if (m->type != OP_BATCH) {
-        key_name(key, m->thread, m->keys[0]);
-        if (m->type == OP_DELETE)
-            return st_db_delete(db, st_slice_str(key), NULL);
-        return st_db_put(db, st_slice_str(key), st_slice_make(val, vn), NULL);
-    }
-    st_batch_clear(b);
-    for (int i = 0; i < m->nkeys; i++) {
-        key_name(key, m->thread, m->keys[i]);
-        st_status s = (m->delmask >> i) & 1
-                          ? st_batch_delete(b, st_slice_str(key))
-                          : st_batch_put(b, st_slice_str(key), st_slice_make(val, vn));
-        if (s)
-            return s;
-    }
-    return st_db_write(db, b, NULL);
+    return st_workload_do(db, b, &spaces[m->thread], &m->w, st_slice_make(val, vn));
 }
 
 /* One announced, performed, acknowledged write. */
@@ -415,7 +218,8 @@ static void *child_writer(void *p)
 {
     child_thread *ct = p;
     st_rng r;
-    st_rng_seed(&r, ct->cfg->seed ^ mix64(((uint64_t)ct->cfg->round << 8) | (uint64_t)ct->thread));
+    st_rng_seed(&r, ct->cfg->seed ^
+                        st_workload_mix64(((uint64_t)ct->cfg->round << 8) | (uint64_t)ct->thread));
     st_batch *b;
     if (st_batch_create(&b))
         _exit(5);
@@ -463,7 +267,8 @@ static void child_random(const child_cfg *cfg)
  */
 static void child_scripted(const child_cfg *cfg)
 {
-    st_env *env = kill_env_install(st_env_nosync(), cfg->kill_at);
+    st_env *env = st_workload_trip_env(st_env_nosync(), die_here, NULL);
+    st_workload_trip_arm(cfg->kill_at);
     st_options o;
     crash_options(&o, cfg->policy, env);
     o.create_if_missing = cfg->create;
@@ -473,7 +278,7 @@ static void child_scripted(const child_cfg *cfg)
         child_fail("open", s);
     child_thread ct = {cfg, db, 0};
     st_rng r;
-    st_rng_seed(&r, cfg->seed ^ mix64(cfg->round));
+    st_rng_seed(&r, cfg->seed ^ st_workload_mix64(cfg->round));
     st_batch *b;
     if (st_batch_create(&b))
         _exit(5);
@@ -496,7 +301,7 @@ static void child_scripted(const child_cfg *cfg)
     }
     st_db_close(db);
     st_batch_destroy(b);
-    uint64_t calls = atomic_load(&g_kill.calls);
+    uint64_t calls = st_workload_trip_calls();
     msg done = {.kind = MSG_DONE, .op = (uint32_t)calls, .extra = (uint32_t)(calls >> 32)};
     send_msg(cfg->fd, &done);
     _exit(0);
@@ -511,21 +316,9 @@ typedef struct round_result {
     bool finished;            /* the child exited 0 (scripted, nothing left to kill) */
 } round_result;
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void apply_write(model *m, uint32_t round, const msg *w)
 {
-    for (int i = 0; i < w->nkeys; i++) {
-        slot *sl = &m->keys[w->thread][w->keys[i]];
-        sl->round = round;
-        sl->op = w->op;
-        sl->present = !((w->delmask >> i) & 1);
-    }
+    st_workload_apply(m->keys[w->thread], round, w->op, &w->w);
 }
 
 /* Take one message from the child: acknowledged writes go into the model at once. */
@@ -540,7 +333,7 @@ static void handle_msg(model *m, uint32_t round, round_result *rr, const msg *x)
     if (x->kind == MSG_INTENT) {
         /* A thread announces its next write only after the last one was acknowledged. */
         assert_int_equal(p->kind, 0);
-        assert_true(x->nkeys >= 1 && x->nkeys <= MAX_BATCH);
+        assert_true(x->w.nkeys >= 1 && x->w.nkeys <= ST_WORKLOAD_MAX_BATCH);
         *p = *x;
         return;
     }
@@ -560,7 +353,7 @@ static bool pump(int fd, model *m, uint32_t round, round_result *rr, uint8_t *bu
     for (;;) {
         int timeout = -1;
         if (deadline_ms) {
-            uint64_t now = mono_ms();
+            uint64_t now = st_workload_now_ms();
             if (now >= deadline_ms)
                 return false;
             timeout = (int)(deadline_ms - now);
@@ -614,8 +407,9 @@ static void run_child(child_cfg *cfg, model *m, round_result *rr, uint64_t delay
     close(p[1]);
     uint8_t *buf = malloc(65536);
     size_t have = 0;
-    bool ended =
-        cfg->scripted ? true : pump(p[0], m, cfg->round, rr, buf, &have, mono_ms() + delay_ms);
+    bool ended = cfg->scripted
+                     ? true
+                     : pump(p[0], m, cfg->round, rr, buf, &have, st_workload_now_ms() + delay_ms);
     if (!ended)
         kill(pid, SIGKILL);
     pump(p[0], m, cfg->round, rr, buf, &have, 0);
@@ -649,17 +443,18 @@ static int resolve_pending(st_db *db, model *m, uint32_t round, const round_resu
 {
     int applied = 0;
     for (int t = 0; t < MAX_THREADS; t++) {
-        const msg *w = &rr->pending[t];
-        if (w->kind == 0)
+        const msg *p = &rr->pending[t];
+        const st_workload_write *w = &p->w;
+        if (p->kind == 0)
             continue;
         bool all_before = true, all_after = true;
         char report[2048];
         size_t rl = 0;
         for (int i = 0; i < w->nkeys; i++) {
-            char key[32], want_b[64], want_a[64];
-            key_name(key, t, w->keys[i]);
-            const slot *before = &m->keys[t][w->keys[i]];
-            slot after = {round, w->op, !((w->delmask >> i) & 1)};
+            char key[ST_WORKLOAD_KEY_CAP], want_b[64], want_a[64];
+            st_workload_key_name(key, &spaces[t], w->keys[i]);
+            const st_workload_slot *before = &m->keys[t][w->keys[i]];
+            st_workload_slot after = {round, p->op, !((w->delmask >> i) & 1)};
             uint8_t *v;
             size_t n;
             st_status s = get_key(db, key, &v, &n);
@@ -668,8 +463,8 @@ static int resolve_pending(st_db *db, model *m, uint32_t round, const round_resu
             bool b = slot_matches(before, t, s, v, n), a = slot_matches(&after, t, s, v, n);
             all_before &= b;
             all_after &= a;
-            describe_slot(want_b, sizeof(want_b), before);
-            describe_slot(want_a, sizeof(want_a), &after);
+            st_workload_describe(want_b, sizeof(want_b), before);
+            st_workload_describe(want_a, sizeof(want_a), &after);
             rl += (size_t)snprintf(report + rl, sizeof(report) - rl,
                                    "  %s: %s (before %s, after %s) -> %s\n", key,
                                    s == ST_OK ? (char *)"value" : "absent", want_b, want_a,
@@ -684,70 +479,68 @@ static int resolve_pending(st_db *db, model *m, uint32_t round, const round_resu
         if (!all_before && !all_after)
             fail_msg("%s: thread %d's in-flight write op %" PRIu32
                      " (type %d, %d keys) is half applied:\n%s",
-                     g_where, t, w->op, w->type, w->nkeys, report);
+                     g_where, t, p->op, w->type, w->nkeys, report);
         if (all_after && !all_before) {
-            apply_write(m, round, w);
+            apply_write(m, round, p);
             applied++;
         }
     }
     return applied;
 }
 
-/* The whole database against the model: same keys, same values, nothing else. */
-static void check_scan(st_db *db, const model *m, uint32_t round)
+/* What a scan found, against the model. */
+typedef struct scan_state {
+    const model *m;
+    uint64_t seen; /* keys of the writer threads */
+    bool marker_seen;
+} scan_state;
+
+static void scan_key(void *ctx, int t, uint16_t idx, st_slice v)
 {
-    st_iter *it;
-    assert_int_equal(st_db_iter(db, NULL, st_slice_make(NULL, 0), st_slice_make(NULL, 0), &it),
-                     ST_OK);
-    uint64_t seen = 0, want = 0;
+    scan_state *ss = ctx;
+    if (t < 0) {
+        char want_v[32];
+        snprintf(want_v, sizeof(want_v), "round %" PRIu32, ss->m->marker_round);
+        if (!st_slice_eq(v, st_slice_str(want_v)))
+            fail_msg("%s: marker holds %.*s, want %s", g_where, (int)v.len, (const char *)v.data,
+                     want_v);
+        ss->marker_seen = true;
+        return;
+    }
+    const st_workload_slot *sl = &ss->m->keys[t][idx];
+    if (!slot_matches(sl, t, ST_OK, v.data, v.len)) {
+        char key[ST_WORKLOAD_KEY_CAP], want_s[64];
+        st_workload_key_name(key, &spaces[t], idx);
+        st_workload_describe(want_s, sizeof(want_s), sl);
+        fail_msg("%s: %s holds %.*s (%zu bytes), want %s", g_where, key,
+                 (int)(v.len < 24 ? v.len : 24), (const char *)v.data, v.len, want_s);
+    }
+    ss->seen++;
+}
+
+/* The whole database against the model: same keys, same values, nothing else. */
+static void check_scan(st_db *db, const model *m)
+{
+    uint64_t want = 0;
     for (int t = 0; t < MAX_THREADS; t++)
         for (int k = 0; k < KEYS_PER_THREAD; k++)
             want += m->keys[t][k].present;
-    bool marker_seen = false;
-    for (st_iter_first(it); st_iter_valid(it); st_iter_next(it)) {
-        st_slice k = st_iter_key(it), v = st_iter_value(it);
-        char key[64];
-        snprintf(key, sizeof(key), "%.*s", (int)(k.len < 40 ? k.len : 40), (const char *)k.data);
-        if (strcmp(key, "marker") == 0) {
-            char want_v[32];
-            snprintf(want_v, sizeof(want_v), "round %" PRIu32, m->marker_round);
-            if (!st_slice_eq(v, st_slice_str(want_v)))
-                fail_msg("%s: marker holds %.*s, want %s", g_where, (int)v.len,
-                         (const char *)v.data, want_v);
-            marker_seen = true;
-            continue;
-        }
-        int t, idx, used = 0;
-        if (sscanf(key, "k%d-%d%n", &t, &idx, &used) != 2 || (size_t)used != k.len || t < 0 ||
-            t >= MAX_THREADS || idx < 0 || idx >= KEYS_PER_THREAD)
-            fail_msg("%s: the scan found key \"%s\" (%zu bytes), never written", g_where, key,
-                     k.len);
-        const slot *sl = &m->keys[t][idx];
-        if (!slot_matches(sl, t, ST_OK, v.data, v.len)) {
-            char want_s[64];
-            describe_slot(want_s, sizeof(want_s), sl);
-            fail_msg("%s: %s holds %.*s (%zu bytes), want %s", g_where, key,
-                     (int)(v.len < 24 ? v.len : 24), (const char *)v.data, v.len, want_s);
-        }
-        seen++;
-    }
-    if (st_iter_status(it))
-        fail_msg("%s: scan: %s", g_where, st_errmsg());
-    st_iter_destroy(it);
-    if (seen != want)
-        fail_msg("%s: the scan found %" PRIu64 " keys, the model has %" PRIu64, g_where, seen,
+    scan_state ss = {m, 0, false};
+    st_workload_scan(db, spaces, MAX_THREADS, "marker", g_where, scan_key, &ss);
+    if (ss.seen != want)
+        fail_msg("%s: the scan found %" PRIu64 " keys, the model has %" PRIu64, g_where, ss.seen,
                  want);
-    if ((m->marker_round != 0) != marker_seen)
-        fail_msg("%s: marker %s", g_where, marker_seen ? "unexpected" : "missing");
+    if ((m->marker_round != 0) != ss.marker_seen)
+        fail_msg("%s: marker %s", g_where, ss.marker_seen ? "unexpected" : "missing");
 }
+
+/* The shape of the database at the last check, for the summary: flushes and compactions ran. */
+static st_stats g_last_stats;
 
 /*
  * Reopen after the kill and check everything; then prove the database writable (the marker).
  * Returns the number of in-flight writes that turned out applied.
  */
-/* The shape of the database at the last check, for the summary: flushes and compactions ran. */
-static st_stats g_last_stats;
-
 static int verify(const char *dir, st_sync_policy policy, st_env *env, model *m, uint32_t round,
                   const round_result *rr)
 {
@@ -758,24 +551,11 @@ static int verify(const char *dir, st_sync_policy policy, st_env *env, model *m,
     if (s)
         fail_msg("%s: reopen after kill -9: %s: %s", g_where, st_status_name(s), st_errmsg());
     int applied = resolve_pending(db, m, round, rr);
-    check_scan(db, m, round);
-    st_stats st;
-    assert_int_equal(st_db_stats(db, &st), ST_OK);
-    if (st.bg_status)
-        fail_msg("%s: background error after reopen: %s", g_where, st.bg_message);
-    g_last_stats = st;
+    check_scan(db, m);
     char v[32];
     snprintf(v, sizeof(v), "round %" PRIu32, round);
-    s = st_db_put(db, st_slice_str("marker"), st_slice_str(v), NULL);
-    if (s)
-        fail_msg("%s: put after reopen: %s", g_where, st_errmsg());
+    st_workload_check_usable(db, g_where, "marker", v, &g_last_stats);
     m->marker_round = round;
-    uint8_t *got;
-    size_t n;
-    assert_int_equal(get_key(db, "marker", &got, &n), ST_OK);
-    assert_int_equal(n, strlen(v));
-    assert_memory_equal(got, v, n);
-    st_free(got);
     st_db_close(db);
     return applied;
 }
@@ -784,11 +564,8 @@ static int verify(const char *dir, st_sync_policy policy, st_env *env, model *m,
 
 static void random_kills(st_sync_policy policy, uint64_t rounds)
 {
-    char name[64];
-    snprintf(name, sizeof(name), "crash(%s)", policy_name(policy));
-    uint64_t seed = st_test_seed(name);
     st_rng r;
-    st_rng_seed(&r, seed);
+    uint64_t seed = st_workload_seed(&r, "crash", policy);
     char *dir = st_test_mkdtemp("crash");
     static model m;
     memset(&m, 0, sizeof(m));
@@ -800,7 +577,7 @@ static void random_kills(st_sync_policy policy, uint64_t rounds)
     assert_int_equal(st_db_open(dir, &o, &db), ST_OK);
     st_db_close(db);
 
-    uint64_t acked = 0, inflight_applied = 0, inflight = 0, start = mono_ms();
+    uint64_t acked = 0, inflight_applied = 0, inflight = 0, start = st_workload_now_ms();
     for (uint32_t round = 1; round <= rounds; round++) {
         child_cfg cfg = {.dir = dir, .policy = policy, .round = round, .seed = seed};
         cfg.nthreads = st_rng_uniform(&r, 3) == 0 ? 1 : 1 + (int)st_rng_uniform(&r, MAX_THREADS);
@@ -808,7 +585,7 @@ static void random_kills(st_sync_policy policy, uint64_t rounds)
         round_result rr;
         snprintf(g_where, sizeof(g_where),
                  "%s round %" PRIu32 " (%d threads, kill after %" PRIu64 " ms)",
-                 policy_name(policy), round, cfg.nthreads, delay);
+                 st_workload_policy_name(policy), round, cfg.nthreads, delay);
         run_child(&cfg, &m, &rr, delay);
         for (int t = 0; t < MAX_THREADS; t++)
             inflight += rr.pending[t].kind != 0;
@@ -820,8 +597,8 @@ static void random_kills(st_sync_policy policy, uint64_t rounds)
             "crash(%s): %" PRIu64 " rounds, %" PRIu64 " acknowledged writes checked, %" PRIu64
             " of %" PRIu64 " in-flight writes found applied; tables at the end L0=%u L1=%u L2=%u "
             "L3=%u; %.1f s\n",
-            policy_name(policy), rounds, acked, inflight_applied, inflight, lv[0].files,
-            lv[1].files, lv[2].files, lv[3].files, (double)(mono_ms() - start) / 1000.0);
+            st_workload_policy_name(policy), rounds, acked, inflight_applied, inflight, lv[0].files,
+            lv[1].files, lv[2].files, lv[3].files, (double)(st_workload_now_ms() - start) / 1000.0);
     assert_true(acked > 0);
     st_test_rmdir(dir);
     free(dir);
@@ -862,7 +639,8 @@ static void crash_point(const char *dir, st_sync_policy policy, uint64_t seed, u
         .kill_at = kill_at,
         .scripted = true,
     };
-    snprintf(g_where, sizeof(g_where), "%s crash point %" PRIu64, policy_name(policy), kill_at);
+    snprintf(g_where, sizeof(g_where), "%s crash point %" PRIu64, st_workload_policy_name(policy),
+             kill_at);
     run_child(&cfg, &m, rr, 0);
     if (!rr->finished)
         verify(dir, policy, st_env_nosync(), &m, round, rr);
@@ -879,12 +657,9 @@ static void fresh_db(const char *dir, st_sync_policy policy)
 
 static void crash_points(st_sync_policy policy, uint64_t exhaustive, uint64_t samples)
 {
-    char name[64];
-    snprintf(name, sizeof(name), "crash_points(%s)", policy_name(policy));
-    uint64_t seed = st_test_seed(name);
     st_rng r;
-    st_rng_seed(&r, seed);
-    uint64_t start = mono_ms();
+    uint64_t seed = st_workload_seed(&r, "crash_points", policy);
+    uint64_t start = st_workload_now_ms();
 
     /* A dry run counts the mutating calls of the workload. */
     char *dir = st_test_mkdtemp("crashpt");
@@ -898,29 +673,23 @@ static void crash_points(st_sync_policy policy, uint64_t exhaustive, uint64_t sa
     free(dir);
 
     uint64_t cases = 0, killed = 0, acked = 0;
-    uint64_t n = 1, sampled = 0;
-    while (n <= total + 5) {
+    st_workload_points pt = {
+        .n = 1, .total = total, .exhaustive = exhaustive, .samples = samples, .rng = &r};
+    do {
         dir = st_test_mkdtemp("crashpt");
         fresh_db(dir, policy);
-        crash_point(dir, policy, seed, 1, n, &rr);
+        crash_point(dir, policy, seed, 1, pt.n, &rr);
         cases++;
         killed += !rr.finished;
         acked += rr.acked;
         st_test_rmdir(dir);
         free(dir);
-        if (n < exhaustive) {
-            n++;
-        } else {
-            if (sampled++ >= samples)
-                break;
-            n += 1 + st_rng_uniform(
-                         &r, 2 * (total > exhaustive ? total - exhaustive : 1) / samples + 1);
-        }
-    }
+    } while (st_workload_points_next(&pt) && pt.n <= total + 5);
     fprintf(stderr,
             "crash_points(%s): workload makes %" PRIu64 " file operations; %" PRIu64
             " crash points, %" PRIu64 " killed, %" PRIu64 " acknowledged writes checked, %.1f s\n",
-            policy_name(policy), total, cases, killed, acked, (double)(mono_ms() - start) / 1000.0);
+            st_workload_policy_name(policy), total, cases, killed, acked,
+            (double)(st_workload_now_ms() - start) / 1000.0);
     assert_true(killed > 0);
 }
 

@@ -38,155 +38,57 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/db.h"
 #include "engine/env.h"
 #include "tests/support/env_fault.h"
 #include "tests/support/env_nosync.h"
 #include "tests/support/testutil.h"
+#include "tests/support/workload.h"
 
-#define NKEYS     1000
-#define MAX_BATCH 8
-#define MAX_VALUE 4096
+#define NKEYS 1000
 
-/* ---- an env that cuts the power at its Nth mutating call ---------------------------------- */
+/* ---- cutting the power at the Nth mutating call -------------------------------------------- */
 
-/* File handles belong to the fault env underneath (the file calls take no env argument), so the
-   wrapper's state is one global. */
-typedef struct cut_env {
-    st_env env;
-    st_fault_env *fe;
-    st_env *inner; /* the fault env's env */
-    atomic_uint_fast64_t calls;
-    atomic_uint_fast64_t cut_at; /* 0 = never */
-} cut_env;
+/* The fault env under the tripwire env (one at a time, as the tripwire env itself). */
+static st_fault_env *g_fe;
 
-static cut_env g_cut;
-
-/* Count a mutating call; cut the power when it is the chosen one. The call then goes on to the
-   fault env, which fails it. */
-static void count_call(void)
+/* The tripwire's hook: cut the power. The call then goes on to the fault env, which fails it. */
+static void power_off(void *ctx, st_env *inner, st_file *f, const void *data, size_t n)
 {
-    uint64_t n = atomic_fetch_add(&g_cut.calls, 1) + 1;
-    if (n == atomic_load(&g_cut.cut_at))
-        st_fault_env_power_off(g_cut.fe);
+    (void)inner;
+    (void)f;
+    (void)data;
+    (void)n;
+    st_fault_env_power_off(ctx);
 }
 
-static st_status c_open_writable(st_env *env, const char *path, bool append, st_file **out)
-{
-    (void)env;
-    count_call();
-    return g_cut.inner->open_writable(g_cut.inner, path, append, out);
-}
-
-static st_status c_append(st_file *f, const void *data, size_t n)
-{
-    count_call();
-    return g_cut.inner->append(f, data, n);
-}
-
-static st_status c_sync(st_file *f)
-{
-    count_call();
-    return g_cut.inner->sync(f);
-}
-
-static st_status c_truncate(st_file *f, uint64_t size)
-{
-    count_call();
-    return g_cut.inner->truncate(f, size);
-}
-
-static st_status c_mkdir(st_env *env, const char *path)
-{
-    (void)env;
-    count_call();
-    return g_cut.inner->mkdir(g_cut.inner, path);
-}
-
-static st_status c_sync_dir(st_env *env, const char *path)
-{
-    (void)env;
-    count_call();
-    return g_cut.inner->sync_dir(g_cut.inner, path);
-}
-
-static st_status c_rename(st_env *env, const char *from, const char *to)
-{
-    (void)env;
-    count_call();
-    return g_cut.inner->rename(g_cut.inner, from, to);
-}
-
-static st_status c_link(st_env *env, const char *from, const char *to)
-{
-    (void)env;
-    count_call();
-    return g_cut.inner->link(g_cut.inner, from, to);
-}
-
-static st_status c_unlink(st_env *env, const char *path)
-{
-    (void)env;
-    count_call();
-    return g_cut.inner->unlink(g_cut.inner, path);
-}
-
-/* Create the fault env over st_env_nosync() and the cutting env over it. */
+/* Create the fault env over st_env_nosync() and the tripwire env over it. */
 static st_env *cut_env_create(void)
 {
-    assert_int_equal(st_fault_env_create(st_env_nosync(), &g_cut.fe), ST_OK);
-    g_cut.inner = st_fault_env_env(g_cut.fe);
-    g_cut.env = *g_cut.inner;
-    g_cut.env.open_writable = c_open_writable;
-    g_cut.env.append = c_append;
-    g_cut.env.sync = c_sync;
-    g_cut.env.truncate = c_truncate;
-    g_cut.env.mkdir = c_mkdir;
-    g_cut.env.sync_dir = c_sync_dir;
-    g_cut.env.rename = c_rename;
-    g_cut.env.link = c_link;
-    g_cut.env.unlink = c_unlink;
-    atomic_store(&g_cut.calls, 0);
-    atomic_store(&g_cut.cut_at, 0);
-    return &g_cut.env;
+    assert_int_equal(st_fault_env_create(st_env_nosync(), &g_fe), ST_OK);
+    return st_workload_trip_env(st_fault_env_env(g_fe), power_off, g_fe);
 }
 
 static void cut_env_destroy(void)
 {
-    st_fault_env_destroy(g_cut.fe);
-    g_cut.fe = NULL;
-}
-
-/* Cut the power at the nth mutating call from now (0: never). */
-static void arm_cut(uint64_t nth)
-{
-    atomic_store(&g_cut.cut_at, 0);
-    atomic_store(&g_cut.calls, 0);
-    atomic_store(&g_cut.cut_at, nth);
+    st_fault_env_destroy(g_fe);
+    g_fe = NULL;
 }
 
 /* ---- the model ---------------------------------------------------------------------------- */
 
-typedef struct pslot {
-    uint32_t round, w; /* the write that last set the key; w == 0: never written */
-    bool present;
-} pslot;
-
-enum { OP_PUT = 1, OP_DELETE = 2, OP_BATCH = 3 };
-
+/* One write of the round and what its keys held before it, to roll it back. */
 typedef struct pwrite {
-    uint8_t type, nkeys, delmask;
-    uint16_t keys[MAX_BATCH];
-    pslot before[MAX_BATCH]; /* what the keys held before: to roll the write back */
+    st_workload_write write;
+    st_workload_slot before[ST_WORKLOAD_MAX_BATCH];
 } pwrite;
 
-/* The writes of one round, in issue (= sequence) order, the last one possibly not acknowledged. */
+/* The writes of one round, in issue (= sequence) order, the last one possibly not acknowledged.
+   Write number op of the round is w[op - 1]. */
 typedef struct round_log {
     uint32_t round;
     pwrite *w;
@@ -195,44 +97,23 @@ typedef struct round_log {
     size_t durable; /* writes 1..durable preceded an st_db_flush / compact_range that succeeded */
 } round_log;
 
-typedef struct model {
-    pslot keys[NKEYS];
-} model;
+/* One key space; the key "probe" is each check's own. */
+static const st_workload_keys keyspace = {"p", 5, NKEYS, 100};
 
-static const char *policy_name(st_sync_policy p)
-{
-    return p == ST_SYNC_ALWAYS ? "always" : p == ST_SYNC_INTERVAL ? "interval" : "none";
-}
+typedef struct model {
+    st_workload_slot keys[NKEYS];
+} model;
 
 /* Where the test is, for failure messages. */
 static char g_where[128];
 
-static int key_name(char *buf, int idx)
+/* The value of write op of `round`: unique to the write, the same under each key it puts. */
+static size_t make_value(uint8_t *buf, uint32_t round, uint32_t op)
 {
-    return snprintf(buf, 32, "p%05d", idx);
-}
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
-
-/* The value of write w of `round`: unique to the write, the same under each key it puts. */
-static size_t make_value(uint8_t *buf, uint32_t round, uint32_t w)
-{
-    uint64_t h = mix64(((uint64_t)round << 32) ^ w);
-    int n = snprintf((char *)buf, 48, "r%" PRIu32 ".w%" PRIu32 "|", round, w);
-    size_t len = (size_t)n + (round % 4 == 2 ? h % 2000 : h % 250);
-    for (size_t i = (size_t)n; i < len; i++) {
-        h = h * 6364136223846793005ull + 1442695040888963407ull;
-        buf[i] = (uint8_t)(h >> 56);
-    }
-    return len;
+    char tag[48];
+    snprintf(tag, sizeof(tag), "r%" PRIu32 ".o%" PRIu32 "|", round, op);
+    uint64_t h = st_workload_mix64(((uint64_t)round << 32) ^ op);
+    return st_workload_value(buf, tag, h, round % 4 == 2 ? h % 2000 : h % 250);
 }
 
 /* A value as found in the database (NULL: absent). */
@@ -241,24 +122,15 @@ typedef struct found {
     size_t n;
 } found;
 
-static bool slot_matches(const pslot *sl, const found *f)
+static bool slot_matches(const st_workload_slot *sl, const found *f)
 {
     if (!sl->present)
         return f->v == NULL;
     if (!f->v)
         return false;
-    uint8_t want[MAX_VALUE];
-    size_t wn = make_value(want, sl->round, sl->w);
+    uint8_t want[ST_WORKLOAD_MAX_VALUE];
+    size_t wn = make_value(want, sl->round, sl->op);
     return f->n == wn && memcmp(f->v, want, wn) == 0;
-}
-
-static void describe_slot(char *buf, size_t cap, const pslot *sl)
-{
-    if (sl->w == 0)
-        snprintf(buf, cap, "absent (never written)");
-    else
-        snprintf(buf, cap, "%s r%" PRIu32 ".w%" PRIu32, sl->present ? "put" : "deleted by",
-                 sl->round, sl->w);
 }
 
 static void describe_found(char *buf, size_t cap, const found *f)
@@ -273,8 +145,8 @@ static void describe_found(char *buf, size_t cap, const found *f)
     snprintf(buf, cap, "%.*s (%zu bytes)", (int)n, (const char *)f->v, f->n);
 }
 
-/* Record write (type, keys) as the next of the round and apply it to the model. */
-static pwrite *log_write(round_log *rl, model *m, const pwrite *w)
+/* Record w as the next write of the round and apply it to the model. */
+static void log_write(round_log *rl, model *m, const st_workload_write *w)
 {
     if (rl->n == rl->cap) {
         rl->cap = rl->cap ? rl->cap * 2 : 256;
@@ -282,100 +154,30 @@ static pwrite *log_write(round_log *rl, model *m, const pwrite *w)
         assert_non_null(rl->w);
     }
     pwrite *x = &rl->w[rl->n++];
-    *x = *w;
-    for (int i = 0; i < x->nkeys; i++) {
-        pslot *sl = &m->keys[x->keys[i]];
-        x->before[i] = *sl;
-        sl->round = rl->round;
-        sl->w = (uint32_t)rl->n;
-        sl->present = !((x->delmask >> i) & 1);
-    }
-    return x;
+    x->write = *w;
+    for (int i = 0; i < w->nkeys; i++)
+        x->before[i] = m->keys[w->keys[i]];
+    st_workload_apply(m->keys, rl->round, (uint32_t)rl->n, w);
 }
 
 /* ---- the workload ------------------------------------------------------------------------- */
 
-static void log_line(void *ctx, const char *line)
-{
-    (void)ctx;
-    fprintf(stderr, "engine: %s\n", line);
-}
-
+/* Tiny memtables, tables and levels: flushes and compactions run all the time. */
 static void pl_options(st_options *o, st_sync_policy policy, st_env *env)
 {
-    st_options_init(o);
-    if (getenv("ST_TEST_VERBOSE"))
-        o->log = log_line;
-    o->sync = policy;
+    st_workload_options(o, policy, env);
     o->sync_interval_ms = 5;
-    o->env = env;
-    o->memtable_bytes = 64 * 1024;
-    o->table_bytes = 16 * 1024;
-    o->block_bytes = 1024;
-    o->level1_bytes = 64 * 1024;
-    o->l0_compaction_trigger = 3;
-    o->paranoid_checks = true;
-    o->block_cache_bytes = 256 * 1024;
-}
-
-/* Choose a put, delete or batch over the key space (hot keys get most writes). */
-static void choose_write(st_rng *r, pwrite *w)
-{
-    memset(w, 0, sizeof(*w));
-    uint64_t dice = st_rng_uniform(r, 100);
-    w->type = dice < 60 ? OP_PUT : dice < 75 ? OP_DELETE : OP_BATCH;
-    w->nkeys = w->type == OP_BATCH ? (uint8_t)(2 + st_rng_uniform(r, MAX_BATCH - 1)) : 1;
-    for (int i = 0; i < w->nkeys; i++) {
-        for (;;) {
-            uint16_t k = (uint16_t)(st_rng_uniform(r, 2) ? st_rng_uniform(r, 100)
-                                                         : st_rng_uniform(r, NKEYS));
-            bool dup = false;
-            for (int j = 0; j < i; j++)
-                dup |= w->keys[j] == k;
-            if (!dup) {
-                w->keys[i] = k;
-                break;
-            }
-        }
-    }
-    if (w->type == OP_DELETE)
-        w->delmask = 1;
-    else if (w->type == OP_BATCH)
-        for (int i = 0; i < w->nkeys; i++)
-            if (st_rng_uniform(r, 6) == 0)
-                w->delmask |= (uint8_t)(1u << i);
-}
-
-static st_status do_write(st_db *db, st_batch *b, uint32_t round, uint32_t wno, const pwrite *w)
-{
-    uint8_t val[MAX_VALUE];
-    char key[32];
-    size_t vn = make_value(val, round, wno);
-    if (w->type != OP_BATCH) {
-        key_name(key, w->keys[0]);
-        if (w->type == OP_DELETE)
-            return st_db_delete(db, st_slice_str(key), NULL);
-        return st_db_put(db, st_slice_str(key), st_slice_make(val, vn), NULL);
-    }
-    st_batch_clear(b);
-    for (int i = 0; i < w->nkeys; i++) {
-        key_name(key, w->keys[i]);
-        st_status s = (w->delmask >> i) & 1
-                          ? st_batch_delete(b, st_slice_str(key))
-                          : st_batch_put(b, st_slice_str(key), st_slice_make(val, vn));
-        if (s)
-            return s;
-    }
-    return st_db_write(db, b, NULL);
 }
 
 /* Issue one random write. Returns false once one fails (it stays in the log, unacknowledged). */
 static bool one_write(st_db *db, st_batch *b, st_rng *r, round_log *rl, model *m)
 {
-    pwrite w;
-    choose_write(r, &w);
-    const pwrite *x = log_write(rl, m, &w);
-    st_status s = do_write(db, b, rl->round, (uint32_t)rl->n, x);
+    st_workload_write w;
+    st_workload_choose(r, &keyspace, 60, 15, &w);
+    log_write(rl, m, &w);
+    uint8_t val[ST_WORKLOAD_MAX_VALUE];
+    size_t vn = make_value(val, rl->round, (uint32_t)rl->n);
+    st_status s = st_workload_do(db, b, &keyspace, &w, st_slice_make(val, vn));
     if (s != ST_OK)
         return false;
     rl->acked = rl->n;
@@ -396,31 +198,21 @@ static bool maintenance(st_db *db, round_log *rl, bool compact)
 
 /* ---- the check ---------------------------------------------------------------------------- */
 
+static void keep_value(void *ctx, int space, uint16_t idx, st_slice v)
+{
+    found *f = ctx;
+    if (space < 0)
+        return; /* the probe of an earlier check, maybe not durable */
+    f[idx].v = malloc(v.len ? v.len : 1);
+    memcpy(f[idx].v, v.data, v.len);
+    f[idx].n = v.len;
+}
+
 /* Read the whole database into f[NKEYS]; anything outside the key space fails the test. */
 static void read_all(st_db *db, found *f)
 {
     memset(f, 0, NKEYS * sizeof(*f));
-    st_iter *it;
-    assert_int_equal(st_db_iter(db, NULL, st_slice_make(NULL, 0), st_slice_make(NULL, 0), &it),
-                     ST_OK);
-    for (st_iter_first(it); st_iter_valid(it); st_iter_next(it)) {
-        st_slice k = st_iter_key(it), v = st_iter_value(it);
-        char key[48];
-        snprintf(key, sizeof(key), "%.*s", (int)(k.len < 40 ? k.len : 40), (const char *)k.data);
-        if (strcmp(key, "probe") == 0)
-            continue; /* the writability probe of an earlier check, maybe not durable */
-        int idx, used = 0;
-        if (sscanf(key, "p%d%n", &idx, &used) != 1 || (size_t)used != k.len || idx < 0 ||
-            idx >= NKEYS || k.len != 6)
-            fail_msg("%s: the scan found key \"%s\" (%zu bytes), never written", g_where, key,
-                     k.len);
-        f[idx].v = malloc(v.len ? v.len : 1);
-        memcpy(f[idx].v, v.data, v.len);
-        f[idx].n = v.len;
-    }
-    if (st_iter_status(it))
-        fail_msg("%s: scan: %s", g_where, st_errmsg());
-    st_iter_destroy(it);
+    st_workload_scan(db, &keyspace, 1, "probe", g_where, keep_value, f);
 }
 
 /*
@@ -447,9 +239,9 @@ static size_t surviving_prefix(st_db *db, model *m, const round_log *rl)
             for (int k = 0, shown = 0; k < NKEYS && shown < 8; k++) {
                 if (eq[k])
                     continue;
-                char a[64], b[64], key[32];
-                key_name(key, k);
-                describe_slot(a, sizeof(a), &m->keys[k]);
+                char a[64], b[64], key[ST_WORKLOAD_KEY_CAP];
+                st_workload_key_name(key, &keyspace, (uint16_t)k);
+                st_workload_describe(a, sizeof(a), &m->keys[k]);
                 describe_found(b, sizeof(b), &f[k]);
                 if (rep < sizeof(report))
                     rep += (size_t)snprintf(report + rep, sizeof(report) - rep,
@@ -461,8 +253,8 @@ static size_t surviving_prefix(st_db *db, model *m, const round_log *rl)
             break;
         /* Roll back write p. */
         const pwrite *x = &rl->w[p - 1];
-        for (int i = 0; i < x->nkeys; i++) {
-            int k = x->keys[i];
+        for (int i = 0; i < x->write.nkeys; i++) {
+            int k = x->write.keys[i];
             m->keys[k] = x->before[i];
             bool now = slot_matches(&m->keys[k], &f[k]);
             mism = mism - !eq[k] + !now;
@@ -489,8 +281,8 @@ static void spot_gets(st_db *db, const model *m, st_rng *r)
 {
     for (int i = 0; i < 60; i++) {
         int k = (int)(i < 30 ? st_rng_uniform(r, 100) : st_rng_uniform(r, NKEYS));
-        char key[32];
-        key_name(key, k);
+        char key[ST_WORKLOAD_KEY_CAP];
+        st_workload_key_name(key, &keyspace, (uint16_t)k);
         found f = {NULL, 0};
         st_status s = st_db_get(db, NULL, st_slice_str(key), &f.v, &f.n, NULL);
         if (s != ST_OK && s != ST_NOT_FOUND)
@@ -499,7 +291,7 @@ static void spot_gets(st_db *db, const model *m, st_rng *r)
             f.v = NULL;
         if (!slot_matches(&m->keys[k], &f)) {
             char a[64], b[64];
-            describe_slot(a, sizeof(a), &m->keys[k]);
+            st_workload_describe(a, sizeof(a), &m->keys[k]);
             describe_found(b, sizeof(b), &f);
             fail_msg("%s: get %s found %s, the scan agreed with %s", g_where, key, b, a);
         }
@@ -518,12 +310,12 @@ typedef struct totals {
 static void recover_and_check(const char *dir, st_sync_policy policy, st_env *env, model *m,
                               round_log *rl, st_rng *r, totals *t)
 {
-    assert_true(st_fault_env_is_off(g_cut.fe));
-    st_status s = st_fault_env_drop_unsynced(g_cut.fe);
+    assert_true(st_fault_env_is_off(g_fe));
+    st_status s = st_fault_env_drop_unsynced(g_fe);
     if (s)
         fail_msg("%s: drop_unsynced: %s", g_where, st_errmsg());
-    st_fault_env_power_on(g_cut.fe);
-    arm_cut(0);
+    st_fault_env_power_on(g_fe);
+    st_workload_trip_arm(0);
     st_options o;
     pl_options(&o, policy, env);
     st_db *db;
@@ -532,18 +324,8 @@ static void recover_and_check(const char *dir, st_sync_policy policy, st_env *en
         fail_msg("%s: reopen after the power cut: %s: %s", g_where, st_status_name(s), st_errmsg());
     size_t p = surviving_prefix(db, m, rl);
     spot_gets(db, m, r);
-    st_stats st;
-    assert_int_equal(st_db_stats(db, &st), ST_OK);
-    if (st.bg_status)
-        fail_msg("%s: background error after reopen: %s", g_where, st.bg_message);
     /* Writable again: a probe key outside the model (the scan ignores it). */
-    s = st_db_put(db, st_slice_str("probe"), st_slice_str("probe"), NULL);
-    if (s)
-        fail_msg("%s: put after reopen: %s", g_where, st_errmsg());
-    found pf = {NULL, 0};
-    assert_int_equal(st_db_get(db, NULL, st_slice_str("probe"), &pf.v, &pf.n, NULL), ST_OK);
-    assert_int_equal(pf.n, 5);
-    st_free(pf.v);
+    st_workload_check_usable(db, g_where, "probe", "probe", NULL);
     assert_int_equal(st_db_delete(db, st_slice_str("probe"), NULL), ST_OK);
     st_db_close(db);
 
@@ -567,22 +349,12 @@ static void round_reset(round_log *rl, uint32_t round)
     rl->n = rl->acked = rl->durable = 0;
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ---- random cuts -------------------------------------------------------------------------- */
 
 static void random_cuts(st_sync_policy policy, uint64_t rounds)
 {
-    char name[64];
-    snprintf(name, sizeof(name), "power_loss(%s)", policy_name(policy));
-    uint64_t seed = st_test_seed(name);
     st_rng r;
-    st_rng_seed(&r, seed);
+    st_workload_seed(&r, "power_loss", policy);
     char *dir = st_test_mkdtemp("power");
     st_env *env = cut_env_create();
     static model m;
@@ -591,7 +363,7 @@ static void random_cuts(st_sync_policy policy, uint64_t rounds)
     st_batch *b;
     assert_int_equal(st_batch_create(&b), ST_OK);
     totals t = {0};
-    uint64_t start = mono_ms(), clean = 0;
+    uint64_t start = st_workload_now_ms(), clean = 0;
 
     for (uint32_t round = 1; round <= rounds; round++) {
         round_reset(&rl, round);
@@ -600,28 +372,29 @@ static void random_cuts(st_sync_policy policy, uint64_t rounds)
         uint64_t cut = 1 + st_rng_uniform(&r, 1500);
         bool close_first = st_rng_uniform(&r, 8) == 0;
         snprintf(g_where, sizeof(g_where),
-                 "%s round %" PRIu32 " (cut at file operation %" PRIu64 "%s)", policy_name(policy),
-                 round, cut, close_first ? ", after a clean close" : "");
+                 "%s round %" PRIu32 " (cut at file operation %" PRIu64 "%s)",
+                 st_workload_policy_name(policy), round, cut,
+                 close_first ? ", after a clean close" : "");
         if (!close_first)
-            arm_cut(cut);
+            st_workload_trip_arm(cut);
         st_options o;
         pl_options(&o, policy, env);
         st_db *db = NULL;
         st_status s = st_db_open(dir, &o, &db);
         if (s) {
             /* Only the cut may make the open fail. */
-            if (!st_fault_env_is_off(g_cut.fe))
+            if (!st_fault_env_is_off(g_fe))
                 fail_msg("%s: open: %s", g_where, st_errmsg());
             t.failed_opens++;
         } else {
             uint64_t ops = close_first ? 200 + st_rng_uniform(&r, 800) : 20000;
-            for (uint64_t i = 0; i < ops && !st_fault_env_is_off(g_cut.fe); i++) {
+            for (uint64_t i = 0; i < ops && !st_fault_env_is_off(g_fe); i++) {
                 uint64_t dice = st_rng_uniform(&r, 1000);
                 bool ok = dice < 8    ? maintenance(db, &rl, false)
                           : dice < 10 ? maintenance(db, &rl, true)
                                       : one_write(db, b, &r, &rl, &m);
                 if (!ok) {
-                    if (!st_fault_env_is_off(g_cut.fe))
+                    if (!st_fault_env_is_off(g_fe))
                         fail_msg("%s: an operation failed with the power on: %s", g_where,
                                  st_errmsg());
                     break;
@@ -631,7 +404,7 @@ static void random_cuts(st_sync_policy policy, uint64_t rounds)
                 st_db_close(db);
                 db = NULL;
             }
-            st_fault_env_power_off(g_cut.fe);
+            st_fault_env_power_off(g_fe);
             st_db_close(db); /* with a dead disk: must neither crash nor hang */
         }
         clean += close_first;
@@ -641,8 +414,9 @@ static void random_cuts(st_sync_policy policy, uint64_t rounds)
             "power_loss(%s): %" PRIu64 " rounds (%" PRIu64 " closed cleanly first, %" PRIu64
             " cut during open), %" PRIu64 " writes, %" PRIu64 " acknowledged, %" PRIu64
             " survived, %" PRIu64 " acknowledged lost, %" PRIu64 " in-flight survived, %.1f s\n",
-            policy_name(policy), t.rounds, clean, t.failed_opens, t.writes, t.acked, t.survived,
-            t.lost_acked, t.inflight_survived, (double)(mono_ms() - start) / 1000.0);
+            st_workload_policy_name(policy), t.rounds, clean, t.failed_opens, t.writes, t.acked,
+            t.survived, t.lost_acked, t.inflight_survived,
+            (double)(st_workload_now_ms() - start) / 1000.0);
     assert_true(t.acked > 0);
     st_batch_destroy(b);
     free(rl.w);
@@ -724,7 +498,7 @@ static bool scripted_run(const char *dir, st_sync_policy policy, st_env *env, mo
             ok = maintenance(db, rl, false);
         }
     }
-    if (!ok && !st_fault_env_is_off(g_cut.fe))
+    if (!ok && !st_fault_env_is_off(g_fe))
         fail_msg("%s: an operation failed with the power on: %s", g_where, st_errmsg());
     st_db_close(db);
     st_batch_destroy(b);
@@ -766,15 +540,12 @@ static void copy_db(const char *from, const char *to)
 
 static void cut_points(st_sync_policy policy, uint64_t exhaustive, uint64_t samples)
 {
-    char name[64];
-    snprintf(name, sizeof(name), "power_cut_points(%s)", policy_name(policy));
-    uint64_t seed = st_test_seed(name);
     st_rng r;
-    st_rng_seed(&r, seed);
+    uint64_t seed = st_workload_seed(&r, "power_cut_points", policy);
     static model m;
     round_log rl = {0};
     totals t = {0};
-    uint64_t start = mono_ms();
+    uint64_t start = st_workload_now_ms();
 
     /* The starting database is built once; each run works on a copy, which a fresh fault env
        takes as durable as it is (it must not remember files removed behind its back). */
@@ -788,8 +559,8 @@ static void cut_points(st_sync_policy policy, uint64_t exhaustive, uint64_t samp
     cut_env_destroy();
 
     /* Run 0 is a dry run: it counts the file operations of the scripted phase. */
-    uint64_t total = 0;
-    for (uint64_t n = 0, sampled = 0;;) {
+    st_workload_points pt = {.n = 0, .exhaustive = exhaustive, .samples = samples, .rng = &r};
+    do {
         char *top = st_test_mkdtemp("powerpt");
         char *dir = st_test_path(top, "db");
         copy_db(base, dir);
@@ -803,35 +574,25 @@ static void cut_points(st_sync_policy policy, uint64_t exhaustive, uint64_t samp
             rl.w = realloc(rl.w, rl.cap * sizeof(*rl.w));
         }
         memcpy(rl.w, rl0.w, rl0.n * sizeof(*rl.w));
-        if (n == 0) {
-            snprintf(g_where, sizeof(g_where), "%s dry run", policy_name(policy));
-            arm_cut(0);
+        if (pt.n == 0) {
+            snprintf(g_where, sizeof(g_where), "%s dry run", st_workload_policy_name(policy));
+            st_workload_trip_arm(0);
             assert_true(scripted_run(dir, policy, env, &m, &rl, seed));
-            total = atomic_load(&g_cut.calls);
+            pt.total = st_workload_trip_calls();
         } else {
             snprintf(g_where, sizeof(g_where), "%s cut point %" PRIu64 " of %" PRIu64,
-                     policy_name(policy), n, total);
-            arm_cut(n);
+                     st_workload_policy_name(policy), pt.n, pt.total);
+            st_workload_trip_arm(pt.n);
             scripted_run(dir, policy, env, &m, &rl, seed);
-            if (!st_fault_env_is_off(g_cut.fe))
-                st_fault_env_power_off(g_cut.fe); /* the run ended before the cut: cut now */
+            if (!st_fault_env_is_off(g_fe))
+                st_fault_env_power_off(g_fe); /* the run ended before the cut: cut now */
             recover_and_check(dir, policy, env, &m, &rl, &r, &t);
         }
         cut_env_destroy();
         st_test_rmdir(top);
         free(dir);
         free(top);
-        if (n < exhaustive) {
-            n++;
-        } else {
-            if (sampled++ >= samples)
-                break;
-            n += 1 + st_rng_uniform(
-                         &r, 2 * (total > exhaustive ? total - exhaustive : 1) / samples + 1);
-        }
-        if (n > total)
-            break;
-    }
+    } while (st_workload_points_next(&pt) && pt.n <= pt.total);
     st_test_rmdir(base);
     free(base);
     free(rl0.w);
@@ -839,8 +600,8 @@ static void cut_points(st_sync_policy policy, uint64_t exhaustive, uint64_t samp
             "power_cut_points(%s): the scripted phase makes %" PRIu64 " file operations; %" PRIu64
             " cut points, %" PRIu64 " acknowledged writes checked, %" PRIu64
             " acknowledged lost, %.1f s\n",
-            policy_name(policy), total, t.rounds, t.acked, t.lost_acked,
-            (double)(mono_ms() - start) / 1000.0);
+            st_workload_policy_name(policy), pt.total, t.rounds, t.acked, t.lost_acked,
+            (double)(st_workload_now_ms() - start) / 1000.0);
     free(rl.w);
 }
 
