@@ -1659,6 +1659,7 @@ st_status st_db_stats(st_db *db, st_stats *out)
     out->wal_syncs = atomic_load(&db->n_syncs);
     out->user_bytes = atomic_load(&db->n_user_bytes);
     out->wal_bytes_written = atomic_load(&db->n_wal_bytes);
+    out->wal_bytes_mapped = atomic_load_explicit(&db->wal->mapped_bytes, memory_order_relaxed);
     out->flushes = atomic_load(&db->n_flushes);
     out->flush_bytes = atomic_load(&db->n_flush_bytes);
     out->compactions = atomic_load(&db->n_compactions);
@@ -1836,6 +1837,26 @@ struct st_log_iter {
     st_log_reader *reader;
 };
 
+/*
+ * The segment after the one being read, or 0 if it is the newest; and the reader's limit set to
+ * where the segment being read ends now (it may be the live one, allocated ahead in zeros).
+ */
+static uint64_t next_segment(st_log_iter *it)
+{
+    st_db *db = it->db;
+    uint64_t next = 0;
+    pthread_mutex_lock(&db->mu);
+    for (size_t i = 0; i < db->wal->nsegs; i++) {
+        if (db->wal->segs[i].number > it->segment) {
+            next = db->wal->segs[i].number;
+            break;
+        }
+    }
+    st_log_reader_set_limit(it->reader, st_wal_readable_end(db->wal, it->segment));
+    pthread_mutex_unlock(&db->mu);
+    return next;
+}
+
 static st_status log_iter_open(st_log_iter *it, uint64_t number)
 {
     char path[4096], name[64];
@@ -1853,6 +1874,8 @@ static st_status log_iter_open(st_log_iter *it, uint64_t number)
                         name, it->from_seq);
     if (s == ST_OK)
         s = st_log_reader_create(it->db->env, it->file, name, 0, &it->reader);
+    if (s == ST_OK)
+        next_segment(it); /* sets the reader's limit */
     return s;
 }
 
@@ -1878,32 +1901,17 @@ st_status st_log_iter_create(st_db *db, uint64_t from_seq, st_log_iter **out)
     return ST_OK;
 }
 
-/* The segment after `number`, or 0 if it is the newest. */
-static uint64_t next_segment(st_db *db, uint64_t number)
-{
-    uint64_t next = 0;
-    pthread_mutex_lock(&db->mu);
-    for (size_t i = 0; i < db->wal->nsegs; i++) {
-        if (db->wal->segs[i].number > number) {
-            next = db->wal->segs[i].number;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&db->mu);
-    return next;
-}
-
 st_status st_log_iter_next(st_log_iter *it, st_slice *record)
 {
     for (;;) {
         uint64_t off;
         st_status s = st_log_reader_next(it->reader, record, &off);
         if (s == ST_NOT_FOUND) {
-            uint64_t next = next_segment(it->db, it->segment);
-            if (next == 0)
-                return st_error(ST_NOT_FOUND, "end of the log");
-            /* A newer segment exists, so this one is complete: drain it before moving on. */
+            /* The limit moves to what the writer has added since; read again up to it. */
+            uint64_t next = next_segment(it);
             s = st_log_reader_next(it->reader, record, &off);
+            if (s == ST_NOT_FOUND && next == 0)
+                return st_error(ST_NOT_FOUND, "end of the log");
             if (s == ST_NOT_FOUND) {
                 if ((s = log_iter_open(it, next)))
                     return s;

@@ -227,11 +227,12 @@ typedef struct st_stats {
     uint32_t wal_segments;
     uint64_t wal_bytes; /* bytes in live WAL segments */
 
-    uint64_t writes;       /* write calls that succeeded */
-    uint64_t write_groups; /* WAL appends they were grouped into */
-    uint64_t wal_syncs;    /* fdatasync calls on the WAL */
-    uint64_t user_bytes;   /* key + value bytes accepted */
-    uint64_t wal_bytes_written;
+    uint64_t writes;            /* write calls that succeeded */
+    uint64_t write_groups;      /* WAL appends they were grouped into */
+    uint64_t wal_syncs;         /* fdatasync calls on the WAL */
+    uint64_t user_bytes;        /* key + value bytes accepted */
+    uint64_t wal_bytes_written; /* record bytes appended to the WAL */
+    uint64_t wal_bytes_mapped;  /* framed WAL bytes stored through a shared map, not write(2) */
     uint64_t flushes;
     uint64_t flush_bytes; /* table bytes written by flushes */
     uint64_t compactions;

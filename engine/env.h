@@ -46,6 +46,19 @@ struct st_env {
      * that cannot map returns ST_NOT_SUPPORTED and callers fall back to read_at.
      */
     st_status (*map)(st_file *f, const uint8_t **addr, uint64_t *len);
+    /*
+     * Optional (NULL when the env cannot). Grow a writable file to at least offset + len bytes
+     * with its blocks allocated, and map [offset, offset + len) shared and writable at *addr;
+     * offset is a multiple of ST_ENV_MAP_ALIGN. A store into the map is in the operating
+     * system's hands as soon as it is made, as an append's bytes are once append returns: it
+     * survives the death of the process, and env->sync makes it durable. Because the blocks are
+     * allocated here, a full disk is reported by this call (ST_NO_SPACE), never as a fault on a
+     * later store. The file reads as zeros past what was stored; its owner truncates it when
+     * done. ST_NOT_SUPPORTED if the file system cannot allocate ahead (callers then append).
+     */
+    st_status (*map_append)(st_file *f, uint64_t offset, size_t len, uint8_t **addr);
+    /* Undo one map_append mapping (the file keeps its size). */
+    void (*unmap_append)(st_file *f, uint8_t *addr, size_t len);
     /* Close and free the handle (accepts NULL). Does not sync. */
     st_status (*close)(st_file *f);
 
@@ -72,6 +85,9 @@ struct st_env {
     /* Microseconds since the Unix epoch (for logs and file metadata). */
     uint64_t (*wall_micros)(st_env *env);
 };
+
+/* map_append offsets are multiples of this (a multiple of every page size Linux uses). */
+#define ST_ENV_MAP_ALIGN ((uint64_t)1 << 16)
 
 /* The process-wide POSIX environment. Never NULL, never freed. */
 st_env *st_env_posix(void);

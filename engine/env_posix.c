@@ -148,6 +148,37 @@ static st_status posix_truncate(st_file *f, uint64_t size)
     return ST_OK;
 }
 
+static st_status posix_map_append(st_file *f, uint64_t offset, size_t len, uint8_t **addr)
+{
+    *addr = NULL;
+    if (offset % ST_ENV_MAP_ALIGN || len == 0 || offset > (uint64_t)INT64_MAX - len)
+        return st_error(ST_INVALID_ARGUMENT, "map %s: bad range %llu+%zu", f->path,
+                        (unsigned long long)offset, len);
+    /* Allocate first: a store into a hole that the disk cannot back would be a SIGBUS. */
+    int rc;
+    do {
+        rc = fallocate(f->fd, 0, (off_t)offset, (off_t)len);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
+        return st_error(ST_NOT_SUPPORTED, "map %s: the file system cannot allocate ahead", f->path);
+    if (rc != 0)
+        return st_errno_error(errno, "allocate %s (%zu bytes at %llu)", f->path, len,
+                              (unsigned long long)offset);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, (off_t)offset);
+    if (p == MAP_FAILED)
+        return st_errno_error(errno, "map %s (%zu bytes at %llu)", f->path, len,
+                              (unsigned long long)offset);
+    *addr = p;
+    return ST_OK;
+}
+
+static void posix_unmap_append(st_file *f, uint8_t *addr, size_t len)
+{
+    (void)f;
+    if (addr)
+        munmap(addr, len);
+}
+
 static st_status posix_size(st_file *f, uint64_t *size)
 {
     struct stat st;
@@ -425,6 +456,8 @@ static st_env posix_env = {
     .truncate = posix_truncate,
     .size = posix_size,
     .map = posix_map,
+    .map_append = posix_map_append,
+    .unmap_append = posix_unmap_append,
     .close = posix_close,
     .mkdir = posix_mkdir,
     .sync_dir = posix_sync_dir,

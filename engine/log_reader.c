@@ -31,6 +31,7 @@ struct st_log_reader {
     uint64_t restart;  /* where the current attempt started: good_end, or a skip target */
     uint64_t torn;     /* torn bytes reported by the last NOT_FOUND */
     bool strict;       /* a whole fragment that fails its checks is never a torn tail */
+    uint64_t limit;    /* bytes at or past this offset are treated as not yet written */
 };
 
 typedef enum {
@@ -72,6 +73,7 @@ st_status st_log_reader_create(st_env *env, st_file *file, const char *name, uin
     r->block_len = 0;
     r->good_end = offset;
     r->restart = offset;
+    r->limit = UINT64_MAX;
     *out = r;
     return ST_OK;
 
@@ -100,6 +102,13 @@ void st_log_reader_set_strict(st_log_reader *r, bool strict)
     r->strict = strict;
 }
 
+void st_log_reader_set_limit(st_log_reader *r, uint64_t limit)
+{
+    if (limit < r->block_start + r->block_len)
+        r->block_len = 0; /* forget cached bytes, some past the new limit (fill reads again) */
+    r->limit = limit;
+}
+
 uint64_t st_log_reader_torn_bytes(const st_log_reader *r)
 {
     return r->torn;
@@ -113,14 +122,25 @@ static void seek(st_log_reader *r, uint64_t off)
     r->block_len = 0;
 }
 
+/* env->read_at, but the file seems to end at r->limit. */
+static st_status read_limited(st_log_reader *r, uint64_t off, uint8_t *buf, size_t n, size_t *got)
+{
+    *got = 0;
+    if (off >= r->limit)
+        return ST_OK;
+    if (r->limit - off < n)
+        n = (size_t)(r->limit - off);
+    return r->env->read_at(r->file, off, buf, n, got);
+}
+
 /* Make block[0, need) present if the file has those bytes (need <= block size). */
 static st_status fill(st_log_reader *r, size_t need)
 {
     if (r->block_len >= need)
         return ST_OK;
     size_t got = 0;
-    st_status s = r->env->read_at(r->file, r->block_start + r->block_len, r->block + r->block_len,
-                                  ST_LOG_BLOCK_SIZE - r->block_len, &got);
+    st_status s = read_limited(r, r->block_start + r->block_len, r->block + r->block_len,
+                               ST_LOG_BLOCK_SIZE - r->block_len, &got);
     if (s != ST_OK)
         return s;
     r->block_len += got;
@@ -184,7 +204,7 @@ static st_status scan_for_start(st_log_reader *r, uint64_t from, bool *found, ui
         uint64_t bstart = off - off % ST_LOG_BLOCK_SIZE;
         size_t p = (size_t)(off % ST_LOG_BLOCK_SIZE);
         size_t n = 0;
-        st_status s = r->env->read_at(r->file, bstart, r->block, ST_LOG_BLOCK_SIZE, &n);
+        st_status s = read_limited(r, bstart, r->block, ST_LOG_BLOCK_SIZE, &n);
         r->block_start = bstart;
         r->block_len = n;
         if (s != ST_OK)

@@ -69,6 +69,14 @@ uint64_t st_log_reader_torn_bytes(const st_log_reader *r);
  */
 void st_log_reader_set_strict(st_log_reader *r, bool strict);
 
+/*
+ * Read the file as if it ended at `limit` (UINT64_MAX, the default: its real end). For a log
+ * still being written through a map (st_log_writer_create_mapped), whose file runs on in zeros
+ * past the last record: the owner passes the writer's size, so that a reader at the end finds a
+ * clean end at once instead of scanning the zeros for a valid start.
+ */
+void st_log_reader_set_limit(st_log_reader *r, uint64_t limit);
+
 void st_log_reader_destroy(st_log_reader *r);
 
 #endif

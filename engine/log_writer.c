@@ -17,6 +17,9 @@
 
 #define MSG_CAP 512
 
+/* A mapped writer maps this much of the file ahead at a time (more for a larger record). */
+#define MAP_WINDOW_BYTES ((uint64_t)1 << 20)
+
 struct st_log_writer {
     st_env *env;   /* borrowed */
     st_file *file; /* owned */
@@ -25,6 +28,12 @@ struct st_log_writer {
     size_t block_offset; /* where in the current block the next fragment goes */
     st_buf frame;
     uint32_t type_crc[ST_LOG_MAX_TYPE + 1]; /* crc32c of each type byte, to extend */
+    /* Mapped mode (st_log_writer_create_mapped): records are stored into a shared map of the
+       window [map_off, map_off + map_len) of the file instead of appended. */
+    bool mapped;
+    uint8_t *map;
+    uint64_t map_off;
+    size_t map_len;
 
     _Atomic uint64_t size;   /* written only by the adding thread */
     _Atomic uint64_t synced; /* advanced by whichever thread syncs, monotonic */
@@ -57,6 +66,15 @@ st_status st_log_writer_create(st_env *env, st_file *file, uint64_t file_size, s
     return ST_OK;
 }
 
+st_status st_log_writer_create_mapped(st_env *env, st_file *file, uint64_t file_size,
+                                      st_log_writer **out)
+{
+    st_status s = st_log_writer_create(env, file, file_size, out);
+    if (s == ST_OK && env->map_append && env->unmap_append)
+        (*out)->mapped = true;
+    return s;
+}
+
 /* Record the first failure; later failures (e.g. a sync racing an add) keep the first one. */
 static st_status mark_broken(st_log_writer *w, st_status s)
 {
@@ -79,6 +97,53 @@ static st_status check_broken(st_log_writer *w)
     st_error(s, "%s", w->msg);
     pthread_mutex_unlock(&w->mu);
     return s;
+}
+
+/*
+ * Store the n bytes of a framed record at the end of the log through the map, moving the window
+ * first if they do not fit in it. `head` is where the first fragment's header starts in them
+ * (after a block trailer, if any). An env that turns out unable to map puts the writer back to
+ * appending.
+ */
+static st_status store_mapped(st_log_writer *w, const uint8_t *p, size_t n, size_t head)
+{
+    uint64_t at = atomic_load(&w->size);
+    /* One byte of room past the record: the header store below is 8 bytes wide. */
+    if (w->map == NULL || at + n + 1 > w->map_off + w->map_len) {
+        uint64_t off = at - at % ST_ENV_MAP_ALIGN;
+        uint64_t need = at + n + 1 - off;
+        uint64_t len = need > MAP_WINDOW_BYTES ? need : MAP_WINDOW_BYTES;
+        len = (len + ST_ENV_MAP_ALIGN - 1) / ST_ENV_MAP_ALIGN * ST_ENV_MAP_ALIGN;
+        if (len > SIZE_MAX)
+            return st_error(ST_INVALID_ARGUMENT, "log record of %zu bytes is too large", n);
+        uint8_t *addr;
+        st_status s = w->env->map_append(w->file, off, (size_t)len, &addr);
+        if (s == ST_NOT_SUPPORTED && w->map == NULL) {
+            w->mapped = false;
+            return w->env->append(w->file, p, n);
+        }
+        if (s != ST_OK)
+            return s;
+        w->env->unmap_append(w->file, w->map, w->map_len);
+        w->map = addr;
+        w->map_off = off;
+        w->map_len = (size_t)len;
+    }
+    /*
+     * The first fragment's header goes in last, with one 8-byte store, so that a process killed
+     * in the middle leaves that header all zeros, which every reader (strict ones included)
+     * takes for a torn tail. The trailer before it is zeros, as the map already is. The 8 bytes
+     * run one past the header: into the payload (stored already; the same byte again) or, for
+     * an empty record, onto the zero that follows it.
+     */
+    uint8_t *dst = w->map + (at - w->map_off);
+    size_t body = head + ST_LOG_HEADER_SIZE;
+    memcpy(dst + body, p + body, n - body);
+    uint8_t h8[8] = {0};
+    memcpy(h8, p + head, n - head < 8 ? n - head : 8);
+    atomic_signal_fence(memory_order_seq_cst); /* the compiler keeps the payload first */
+    memcpy(dst + head, h8, 8);
+    return ST_OK;
 }
 
 static void put_fragment(st_log_writer *w, uint8_t *dst, st_log_type type, const uint8_t *p,
@@ -112,6 +177,7 @@ st_status st_log_writer_add(st_log_writer *w, const void *data, size_t n)
     const uint8_t *p = data;
     size_t left = n;
     size_t boff = w->block_offset;
+    size_t head = ST_LOG_BLOCK_SIZE - boff < ST_LOG_HEADER_SIZE ? ST_LOG_BLOCK_SIZE - boff : 0;
     bool begin = true;
     do {
         size_t room = ST_LOG_BLOCK_SIZE - boff;
@@ -138,7 +204,8 @@ st_status st_log_writer_add(st_log_writer *w, const void *data, size_t n)
     size_t total = (size_t)(out - w->frame.data);
     w->frame.len = total;
 
-    s = w->env->append(w->file, w->frame.data, total);
+    s = w->mapped ? store_mapped(w, w->frame.data, total, head)
+                  : w->env->append(w->file, w->frame.data, total);
     if (s != ST_OK) {
         mark_broken(w, s);
     } else {
@@ -168,6 +235,11 @@ st_status st_log_writer_sync(st_log_writer *w)
     return ST_OK;
 }
 
+bool st_log_writer_is_mapped(const st_log_writer *w)
+{
+    return w->mapped;
+}
+
 uint64_t st_log_writer_size(const st_log_writer *w)
 {
     return atomic_load(&((st_log_writer *)w)->size);
@@ -182,6 +254,12 @@ void st_log_writer_destroy(st_log_writer *w)
 {
     if (!w)
         return;
+    if (w->map) {
+        /* Drop the zeros the window left past the last record (a crash leaves them, and the
+           reader takes them for a torn tail; a clean close should not). */
+        w->env->unmap_append(w->file, w->map, w->map_len);
+        w->env->truncate(w->file, atomic_load(&w->size));
+    }
     w->env->close(w->file);
     st_buf_free(&w->frame);
     pthread_mutex_destroy(&w->mu);

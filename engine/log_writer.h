@@ -15,6 +15,7 @@
 #ifndef STRATA_ENGINE_LOG_WRITER_H
 #define STRATA_ENGINE_LOG_WRITER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,13 +35,26 @@ typedef struct st_log_writer st_log_writer;
 st_status st_log_writer_create(st_env *env, st_file *file, uint64_t file_size, st_log_writer **out);
 
 /*
+ * The same, but the writer stores records into a shared map of the file (env->map_append) rather
+ * than appending them: no system call per record, the same guarantee (a stored record survives
+ * the death of the process; st_log_writer_sync makes it durable). The file is allocated ahead in
+ * windows of 1 MiB, so until destroy cuts it back it ends in zeros, which a reader takes for a
+ * torn tail. With an env that cannot map, it appends like st_log_writer_create. For WAL segments.
+ */
+st_status st_log_writer_create_mapped(st_env *env, st_file *file, uint64_t file_size,
+                                      st_log_writer **out);
+
+/*
  * Frame one record of `n` bytes (borrowed for the call; data may be NULL when n == 0) and hand
- * it, with any block trailer before it, to the env in ONE env->append call: group commit relies
- * on one system call per record. Empty records are allowed. Returns the env's status on failure
- * (the writer is then broken, see above), ST_NO_MEMORY if the frame cannot be built (the writer
- * is not broken, the file untouched).
+ * it, with any block trailer before it, to the env in ONE env->append call (or one store into the
+ * map): group commit relies on one system call per record. Empty records are allowed. Returns the
+ * env's status on failure (the writer is then broken, see above), ST_NO_MEMORY if the frame cannot
+ * be built (the writer is not broken, the file untouched).
  */
 st_status st_log_writer_add(st_log_writer *w, const void *data, size_t n);
+
+/* True while records go into a map of the file rather than through env->append. */
+bool st_log_writer_is_mapped(const st_log_writer *w);
 
 /* env->sync on the file. Any thread, concurrently with add. */
 st_status st_log_writer_sync(st_log_writer *w);

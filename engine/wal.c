@@ -290,10 +290,8 @@ st_status st_wal_new_segment(st_wal *w, uint64_t number)
     st_wal_path(w, path, sizeof(path), number);
     if ((s = w->env->open_writable(w->env, path, false, &f)))
         goto fail;
-    if ((s = st_log_writer_create(w->env, f, 0, &lw))) {
-        w->env->close(f);
+    if ((s = st_log_writer_create_mapped(w->env, f, 0, &lw))) /* closes f if it fails */
         goto fail;
-    }
     if (w->policy != ST_SYNC_NONE && (s = w->env->sync_dir(w->env, w->dir)))
         goto fail;
     pthread_mutex_lock(&w->sync_mu);
@@ -312,7 +310,18 @@ fail:
 st_status st_wal_append(st_wal *w, st_slice record, uint64_t *offset)
 {
     *offset = st_log_writer_size(w->writer);
-    return st_log_writer_add(w->writer, record.data, record.len);
+    st_status s = st_log_writer_add(w->writer, record.data, record.len);
+    if (s == ST_OK && st_log_writer_is_mapped(w->writer))
+        atomic_fetch_add_explicit(&w->mapped_bytes, st_log_writer_size(w->writer) - *offset,
+                                  memory_order_relaxed);
+    return s;
+}
+
+uint64_t st_wal_readable_end(const st_wal *w, uint64_t number)
+{
+    if (w->writer && w->nsegs > 0 && w->segs[w->nsegs - 1].number == number)
+        return st_log_writer_size(w->writer);
+    return UINT64_MAX;
 }
 
 st_status st_wal_sync(st_wal *w)
@@ -350,11 +359,12 @@ st_status st_wal_truncate(st_wal *w, uint64_t number, uint64_t offset, uint64_t 
         return s;
     st_log_writer *lw = NULL;
     if ((s = w->env->truncate(f, offset)) || (s = w->env->sync(f)) ||
-        (s = w->env->sync_dir(w->env, w->dir)) ||
-        (s = st_log_writer_create(w->env, f, offset, &lw))) {
+        (s = w->env->sync_dir(w->env, w->dir))) {
         w->env->close(f);
         return s;
     }
+    if ((s = st_log_writer_create_mapped(w->env, f, offset, &lw))) /* closes f if it fails */
+        return s;
     pthread_mutex_lock(&w->sync_mu);
     w->writer = lw;
     pthread_mutex_unlock(&w->sync_mu);

@@ -22,6 +22,7 @@
 #define STRATA_ENGINE_WAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -51,7 +52,8 @@ typedef struct st_wal {
     st_log_writer *writer;   /* appends to segs[nsegs - 1]; NULL before the first new_segment */
     st_wal_term_run *terms;
     size_t nterms, cap_terms;
-    uint64_t last_seq, last_term; /* of the newest record */
+    uint64_t last_seq, last_term;  /* of the newest record */
+    _Atomic uint64_t mapped_bytes; /* framed bytes stored through a map, not write(2) */
 } st_wal;
 
 /* What recovery found in one record, handed to the callback. */
@@ -85,8 +87,18 @@ st_status st_wal_recover(st_wal *w, uint64_t flushed_seq, st_wal_recover_fn fn, 
  */
 st_status st_wal_new_segment(st_wal *w, uint64_t number);
 
-/* Append an encoded record to the live segment (one write(2)); *offset gets where it starts. */
+/*
+ * Append an encoded record to the live segment (one store into its map, or one write(2) where the
+ * env cannot map); *offset gets where it starts.
+ */
 st_status st_wal_append(st_wal *w, st_slice record, uint64_t *offset);
+
+/*
+ * Where a reader of segment `number` should take its end to be (st_log_reader_set_limit): the
+ * live segment's written size, since its file runs on in zeros allocated ahead; UINT64_MAX for
+ * any other segment. With db->mu held.
+ */
+uint64_t st_wal_readable_end(const st_wal *w, uint64_t number);
 
 /* fdatasync the live segment. Any thread. */
 st_status st_wal_sync(st_wal *w);

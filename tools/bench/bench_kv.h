@@ -34,6 +34,7 @@ typedef struct st_bench_kv_config {
 
 typedef struct st_bench_kv_counters {
     uint64_t wal_bytes;        /* bytes appended to the write-ahead log */
+    uint64_t mapped_bytes;     /* bytes handed to the OS through shared maps, not write(2) */
     uint64_t flush_bytes;      /* table bytes written by memtable flushes */
     uint64_t compaction_bytes; /* table bytes written by compactions */
     uint64_t table_bytes;      /* flush + compaction (LevelDB only reports the sum, to 1 MB) */

@@ -189,6 +189,7 @@ static st_status leveldb_counters_kv(void *kv, st_bench_kv_counters *out)
 {
     ldb *l = kv;
     out->wal_bytes = ST_BENCH_UNKNOWN;
+    out->mapped_bytes = 0; /* LevelDB writes everything with write(2) */
     out->flush_bytes = ST_BENCH_UNKNOWN;
     out->compaction_bytes = ST_BENCH_UNKNOWN;
     out->table_bytes = ST_BENCH_UNKNOWN;

@@ -30,7 +30,7 @@ static void strata_describe(const st_bench_kv_config *cfg, char *buf, size_t cap
 {
     st_options o;
     fill_options(cfg, &o);
-    const char *sync = o.sync == ST_SYNC_NONE     ? "none (write(2) per write, no fsync)"
+    const char *sync = o.sync == ST_SYNC_NONE ? "none (WAL stored through a shared map, no fsync)"
                        : o.sync == ST_SYNC_ALWAYS ? "always (fdatasync per write group)"
                                                   : "interval";
     snprintf(buf, cap,
@@ -103,6 +103,7 @@ static st_status strata_counters(void *kv, st_bench_kv_counters *out)
     if (s)
         return s;
     out->wal_bytes = st.wal_bytes_written;
+    out->mapped_bytes = st.wal_bytes_mapped;
     out->flush_bytes = st.flush_bytes;
     out->compaction_bytes = st.compaction_bytes_written;
     out->table_bytes = st.flush_bytes + st.compaction_bytes_written;
