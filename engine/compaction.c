@@ -29,6 +29,7 @@ typedef struct compaction {
     st_version *version; /* referenced */
     bool manual;
     bool move; /* a single L≥1 table that overlaps nothing below: move it */
+    bool seek; /* chosen because reads kept passing through a table (st_seek_hint) */
 } compaction;
 
 static void compaction_free(compaction *c)
@@ -91,6 +92,7 @@ static compaction *pick_auto(st_db *db)
 {
     st_version *v = db->vs->current;
     int level = -1;
+    st_file_meta *seek = NULL;
     if (v->nfiles[0] >= (uint32_t)db->opts.l0_compaction_trigger) {
         level = 0;
     } else {
@@ -102,6 +104,13 @@ static compaction *pick_auto(st_db *db)
                 level = l;
             }
         }
+    }
+    /* Nothing is over its size: compact a table that reads keep passing through, if any (one
+       of L0 takes all of L0 with it, as L0 always goes down whole). */
+    if (level < 0 && v->seek_file && v->seek_level < ST_NUM_LEVELS - 1) {
+        level = v->seek_level;
+        seek = v->seek_file;
+        v->seek_file = NULL; /* once: a failure is a background error anyway */
     }
     if (level < 0)
         return NULL;
@@ -131,12 +140,13 @@ static compaction *pick_auto(st_db *db)
         c->inputs[0] = malloc(sizeof(st_file_meta *));
         if (!c->inputs[0])
             goto fail;
-        c->inputs[0][0] = v->files[level][pick];
+        c->inputs[0][0] = seek ? seek : v->files[level][pick];
         c->ninputs[0] = 1;
     }
     if (add_next_level(c))
         goto fail;
     c->move = level > 0 && c->ninputs[1] == 0;
+    c->seek = seek != NULL;
     return c;
 fail:
     compaction_free(c);
@@ -425,6 +435,8 @@ static st_status run(st_db *db, compaction *c, uint64_t smallest_snapshot, uint6
                 st_table_cache_evict(db->tc, c->inputs[i][k]->number);
     }
     atomic_fetch_add_explicit(&db->n_compactions, 1, memory_order_relaxed);
+    if (c->seek)
+        atomic_fetch_add_explicit(&db->n_seek_compactions, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&db->n_comp_read, c->move ? 0 : ms.bytes_read, memory_order_relaxed);
     atomic_fetch_add_explicit(&db->n_comp_written, ms.bytes_written, memory_order_relaxed);
     st_db_logf(db,

@@ -926,6 +926,20 @@ st_status st_db_delete(st_db *db, st_slice key, uint64_t *seq)
 
 /* ---- reads ------------------------------------------------------------------------------- */
 
+void st_db_note_seek_hint(st_db *db, st_version *v, const st_seek_hint *hint)
+{
+    if (!hint->file)
+        return;
+    pthread_mutex_lock(&db->mu);
+    /* Only the current version's tables: an older version's may be compacted away already. */
+    if (v == db->vs->current && !v->seek_file) {
+        v->seek_file = hint->file;
+        v->seek_level = hint->level;
+        pthread_cond_signal(&db->compact_cv);
+    }
+    pthread_mutex_unlock(&db->mu);
+}
+
 st_status st_db_get(st_db *db, const st_snapshot *snap, st_slice key, uint8_t **value,
                     size_t *value_len, uint64_t *read_seq)
 {
@@ -952,8 +966,10 @@ st_status st_db_get(st_db *db, const st_snapshot *snap, st_slice key, uint8_t **
             s = st_error(ST_NO_MEMORY, "out of memory");
             goto done;
         }
-        s = st_version_get(sv->version, db->tc, st_lookup_ikey(&lk), &found, &kind, &tv);
+        st_seek_hint hint;
+        s = st_version_get(sv->version, db->tc, st_lookup_ikey(&lk), &found, &kind, &tv, &hint);
         st_lookup_key_free(&lk);
+        st_db_note_seek_hint(db, sv->version, &hint);
         if (s)
             goto done;
         v = st_slice_make(tv.data, tv.len);
@@ -1016,8 +1032,11 @@ st_status st_db_iter(st_db *db, const st_snapshot *snap, st_slice start, st_slic
     n = 0;
     if (!merged)
         goto nomem;
+    s = st_db_iter_wrap(db, merged, seq, own, start, end, out);
+    if (s == ST_OK)
+        st_db_iter_sample_version(*out, sv->version);
     st_db_sv_release(sv);
-    return st_db_iter_wrap(db, merged, seq, own, start, end, out);
+    return s;
 nomem:
     s = st_error(ST_NO_MEMORY, "out of memory creating an iterator");
 fail:
@@ -1663,6 +1682,7 @@ st_status st_db_stats(st_db *db, st_stats *out)
     out->flushes = atomic_load(&db->n_flushes);
     out->flush_bytes = atomic_load(&db->n_flush_bytes);
     out->compactions = atomic_load(&db->n_compactions);
+    out->seek_compactions = atomic_load(&db->n_seek_compactions);
     out->compaction_bytes_read = atomic_load(&db->n_comp_read);
     out->compaction_bytes_written = atomic_load(&db->n_comp_written);
     out->stalls = atomic_load(&db->n_stalls);

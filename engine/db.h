@@ -236,6 +236,7 @@ typedef struct st_stats {
     uint64_t flushes;
     uint64_t flush_bytes; /* table bytes written by flushes */
     uint64_t compactions;
+    uint64_t seek_compactions; /* of them, chosen for tables that reads kept passing through */
     uint64_t compaction_bytes_read;
     uint64_t compaction_bytes_written;
     uint64_t stalls;         /* writes that had to wait for a flush or compaction */

@@ -145,8 +145,8 @@ struct st_db {
 
     /* Counters (relaxed atomics: exact enough for stats). */
     atomic_uint_fast64_t n_writes, n_groups, n_syncs, n_user_bytes, n_wal_bytes, n_flushes,
-        n_flush_bytes, n_compactions, n_comp_read, n_comp_written, n_stalls, n_stall_micros,
-        n_stall_timeouts;
+        n_flush_bytes, n_compactions, n_seek_compactions, n_comp_read, n_comp_written, n_stalls,
+        n_stall_micros, n_stall_timeouts;
 };
 
 /* Emit one log line through opts.log (no lock may be held). */
@@ -189,5 +189,15 @@ void *st_compaction_thread(void *arg);
  */
 st_status st_db_iter_wrap(st_db *db, st_iterator *internal, uint64_t seq, st_snapshot *snap,
                           st_slice start, st_slice end, st_iter **out);
+
+/*
+ * Let the iterator sample what it reads, about once per MiB, against the tables of `v` (which it
+ * references until destroyed), so that tables its reads keep passing through get compacted
+ * (st_version_sample). Without it an iterator samples nothing.
+ */
+void st_db_iter_sample_version(st_iter *it, st_version *v);
+
+/* A read found a table that used up its seek budget: have the compaction thread see to it. */
+void st_db_note_seek_hint(st_db *db, st_version *v, const st_seek_hint *hint);
 
 #endif

@@ -8,6 +8,7 @@
  * newest, so it stands just before the key's versions and keeps a copy of the key and value
  * (LevelDB's DBIter does the same).
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,48 @@ struct st_iter {
     st_buf saved_key, saved_value; /* REVERSE: the current entry; FORWARD: scratch */
     st_status status;
     char msg[256];
+    /* Read sampling (st_db_iter_sample_version): bytes left before the next sample. */
+    st_version *version; /* referenced; NULL: no sampling */
+    int64_t sample_in;
+    uint64_t rng;
 };
+
+/* LevelDB's period: a sample every 1 MiB read on average, at random points. */
+#define SAMPLE_PERIOD_BYTES (1 << 20)
+
+static int64_t next_sample_gap(st_iter *d)
+{
+    d->rng ^= d->rng << 13;
+    d->rng ^= d->rng >> 7;
+    d->rng ^= d->rng << 17;
+    return (int64_t)(d->rng % (2 * SAMPLE_PERIOD_BYTES));
+}
+
+void st_db_iter_sample_version(st_iter *d, st_version *v)
+{
+    /* Each iterator its own sequence: short scans then sample their fair share between them. */
+    static atomic_uint_fast64_t seeds;
+    uint64_t seed = atomic_fetch_add_explicit(&seeds, 1, memory_order_relaxed) + 1;
+    st_version_ref(v);
+    d->version = v;
+    d->rng = seed * UINT64_C(0x9E3779B97F4A7C15) | 1;
+    d->sample_in = next_sample_gap(d);
+}
+
+/* Count the bytes of the entry the iterator now stands on; sample when the gap is used up. */
+static void account_read(st_iter *d)
+{
+    if (!d->version || !d->valid)
+        return;
+    st_slice k = st_iter_key(d);
+    d->sample_in -= (int64_t)(k.len + st_iter_value(d).len);
+    if (d->sample_in >= 0)
+        return;
+    d->sample_in += next_sample_gap(d);
+    st_seek_hint hint;
+    st_version_sample(d->version, k, &hint);
+    st_db_note_seek_hint(d->db, d->version, &hint);
+}
 
 static bool has_end(const st_iter *d)
 {
@@ -185,6 +227,7 @@ void st_iter_seek(st_iter *d, st_slice target)
         seek_internal(d, target, d->seq);
     if (d->status == ST_OK)
         find_next_user_entry(d, false);
+    account_read(d);
 }
 
 void st_iter_first(st_iter *d)
@@ -211,6 +254,7 @@ static void seek_before(st_iter *d, st_slice bound, bool inclusive)
             st_it_seek_last(d->it);
     }
     find_prev_user_entry(d);
+    account_read(d);
 }
 
 void st_iter_last(st_iter *d)
@@ -249,6 +293,7 @@ void st_iter_next(st_iter *d)
         st_it_next(d->it);
     }
     find_next_user_entry(d, true);
+    account_read(d);
 }
 
 void st_iter_prev(st_iter *d)
@@ -275,6 +320,7 @@ void st_iter_prev(st_iter *d)
         }
     }
     find_prev_user_entry(d);
+    account_read(d);
 }
 
 st_slice st_iter_key(const st_iter *d)
@@ -309,6 +355,7 @@ void st_iter_destroy(st_iter *d)
     st_buf_free(&d->end);
     st_buf_free(&d->saved_key);
     st_buf_free(&d->saved_value);
+    st_version_unref(d->version);
     free(d);
 }
 

@@ -169,17 +169,50 @@ static st_status table_get(st_table_cache *tc, st_file_meta *f, st_slice lookup,
     return s;
 }
 
+/* One more wasted seek on f. The hint names it once the budget is used up: at that seek and
+   every 64th after, in case the first report found a version no longer current. */
+static void charge_seek(st_file_meta *f, int level, st_seek_hint *hint)
+{
+    unsigned n = atomic_fetch_add_explicit(&f->wasted_seeks, 1, memory_order_relaxed) + 1;
+    unsigned budget = st_file_seek_budget(f);
+    if (n >= budget && (n - budget) % 64 == 0) {
+        hint->file = f;
+        hint->level = level;
+    }
+}
+
+/* A lookup is about to consult table f of `level`: the first one it passed is charged. */
+typedef struct seek_track {
+    st_file_meta *first;
+    int first_level;
+    bool charged;
+} seek_track;
+
+static void consult(seek_track *t, st_file_meta *f, int level, st_seek_hint *hint)
+{
+    if (!t->first) {
+        t->first = f;
+        t->first_level = level;
+    } else if (!t->charged) {
+        t->charged = true;
+        charge_seek(t->first, t->first_level, hint);
+    }
+}
+
 st_status st_version_get(st_version *v, st_table_cache *tc, st_slice lookup, bool *found,
-                         st_kind *kind, st_buf *value)
+                         st_kind *kind, st_buf *value, st_seek_hint *hint)
 {
     st_slice ukey = st_ikey_user(lookup);
+    seek_track track = {NULL, 0, false};
     *found = false;
+    hint->file = NULL;
     /* L0 tables overlap: newest first, the first hit wins. */
     for (uint32_t i = v->nfiles[0]; i-- > 0;) {
         st_file_meta *f = v->files[0][i];
         if (st_slice_cmp(ukey, st_ikey_user(file_smallest(f))) < 0 ||
             st_slice_cmp(ukey, st_ikey_user(file_largest(f))) > 0)
             continue;
+        consult(&track, f, 0, hint);
         st_status s = table_get(tc, f, lookup, found, kind, value);
         if (s || *found)
             return s;
@@ -194,11 +227,35 @@ st_status st_version_get(st_version *v, st_table_cache *tc, st_slice lookup, boo
         st_file_meta *f = v->files[l][i];
         if (st_slice_cmp(ukey, st_ikey_user(file_smallest(f))) < 0)
             continue;
+        consult(&track, f, l, hint);
         st_status s = table_get(tc, f, lookup, found, kind, value);
         if (s || *found)
             return s;
     }
     return ST_OK;
+}
+
+void st_version_sample(st_version *v, st_slice ukey, st_seek_hint *hint)
+{
+    seek_track track = {NULL, 0, false};
+    hint->file = NULL;
+    for (uint32_t i = v->nfiles[0]; i-- > 0 && !track.charged;) {
+        st_file_meta *f = v->files[0][i];
+        if (st_slice_cmp(ukey, st_ikey_user(file_smallest(f))) >= 0 &&
+            st_slice_cmp(ukey, st_ikey_user(file_largest(f))) <= 0)
+            consult(&track, f, 0, hint);
+    }
+    for (int l = 1; l < ST_NUM_LEVELS && !track.charged; l++) {
+        uint32_t n = v->nfiles[l];
+        /* find_file wants an internal key; (ukey, MAX_SEQ) sorts first among ukey's. */
+        st_lookup_key lk;
+        if (n == 0 || !st_lookup_key_init(&lk, ukey, ST_MAX_SEQ))
+            continue;
+        uint32_t i = find_file(v->files[l], n, st_lookup_ikey(&lk));
+        st_lookup_key_free(&lk);
+        if (i < n && st_slice_cmp(ukey, st_ikey_user(file_smallest(v->files[l][i]))) >= 0)
+            consult(&track, v->files[l][i], l, hint);
+    }
 }
 
 st_status st_version_overlapping(const st_version *v, int level, st_slice begin, st_slice end,
@@ -386,11 +443,6 @@ static void li_prev(st_iterator *it)
 static st_slice li_key(const st_iterator *it)
 {
     return st_it_key(((const level_iter *)it)->cur);
-}
-
-static st_slice li_value(const st_iterator *it)
-{
-    return st_it_value(((const level_iter *)it)->cur);
 }
 
 static st_status li_status(const st_iterator *it)

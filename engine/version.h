@@ -48,6 +48,10 @@ typedef struct st_file_meta {
        version (NULL before: an edit that never applied deletes nothing). */
     st_graveyard *graveyard;
     bool compacting; /* guarded by the db mutex */
+    /* Reads that consulted this table without an answer and went on to another one. Past
+       st_file_seek_budget they cost more than compacting the table away (LevelDB's seek
+       compaction): st_version_get and st_version_sample report it then. */
+    atomic_uint wasted_seeks;
 } st_file_meta;
 
 static inline uint64_t st_file_bytes(const st_file_meta *f)
@@ -68,11 +72,31 @@ void st_graveyard_destroy(st_graveyard *g);
 /* Move the buried numbers into *numbers (malloc'd, caller frees) and return how many. */
 size_t st_graveyard_take(st_graveyard *g, uint64_t **numbers);
 
+/*
+ * The wasted reads a table may cost before it is worth compacting: one per 16 KiB of data (a
+ * seek costs about as much as compacting 16 KiB, LevelDB's estimate), at least 100.
+ */
+static inline unsigned st_file_seek_budget(const st_file_meta *f)
+{
+    uint64_t b = f->dat_bytes / 16384;
+    return b < 100 ? 100 : b > 1000000 ? 1000000 : (unsigned)b;
+}
+
+/* A table that has used up its seek budget: set by the read that used up the last of it. */
+typedef struct st_seek_hint {
+    st_file_meta *file; /* NULL: nothing to report */
+    int level;
+} st_seek_hint;
+
 typedef struct st_version {
     atomic_int refs;
     st_file_meta **files[ST_NUM_LEVELS]; /* each holds a reference */
     uint32_t nfiles[ST_NUM_LEVELS];
     uint64_t level_bytes[ST_NUM_LEVELS];
+    /* A table of this version whose seek budget ran out, to compact when nothing is more urgent
+       (NULL if none). Guarded by the db mutex. */
+    st_file_meta *seek_file;
+    int seek_level;
 } st_version;
 
 void st_version_ref(st_version *v);
@@ -84,10 +108,19 @@ int st_version_deepest(const st_version *v);
 /*
  * Look up lookup_ikey (dbformat.h st_lookup_key) in the tables of v: L0 newest to oldest, then one
  * table per level. *found says whether an entry for the user key with a sequence no newer than the
- * lookup's was found; if so *kind and the value (copied into `value`).
+ * lookup's was found; if so *kind and the value (copied into `value`). A lookup that consults a
+ * second table charges the first with a wasted seek; `hint` (cleared first) names it if that used
+ * up its budget.
  */
 st_status st_version_get(st_version *v, st_table_cache *tc, st_slice lookup_ikey, bool *found,
-                         st_kind *kind, st_buf *value);
+                         st_kind *kind, st_buf *value, st_seek_hint *hint);
+
+/*
+ * An iterator's read sample (LevelDB's RecordReadSample): if two or more tables of v hold the
+ * range of user key `ukey`, a read there passes through the first without using it: charge it
+ * a wasted seek, and name it in `hint` (cleared first) if that used up its budget.
+ */
+void st_version_sample(st_version *v, st_slice ukey, st_seek_hint *hint);
 
 /* Append to `list` (growing it) an iterator per L0 table and one per non-empty deeper level.
    The iterators hold references to v. Returns ST_NO_MEMORY if something could not be built. */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/db.h"
 #include "engine/env.h"
@@ -415,6 +416,104 @@ static void test_flush_compact_levels(void **state)
     assert_int_equal(st.levels[0].files, 0);
 }
 
+/*
+ * Two overlapping L0 tables, below the L0 trigger: even keys in the older, odd keys in the newer.
+ * A read of an even key passes through the newer table before it finds its key.
+ */
+static void two_l0_tables(fixture *f, int n)
+{
+    st_db_close(f->db);
+    f->opts.memtable_bytes = 4 << 20; /* only the explicit flushes below */
+    assert_int_equal(st_db_open(f->dir, &f->opts, &f->db), ST_OK);
+    char key[32], val[256];
+    for (int odd = 0; odd < 2; odd++) {
+        for (int i = odd; i < n; i += 2) {
+            snprintf(key, sizeof(key), "key%08d", i);
+            snprintf(val, sizeof(val), "value-%d-%0200d", i, 0);
+            assert_int_equal(st_db_put(f->db, S(key), S(val), NULL), ST_OK);
+        }
+        assert_int_equal(st_db_flush(f->db), ST_OK);
+    }
+    st_stats st;
+    assert_int_equal(st_db_stats(f->db, &st), ST_OK);
+    assert_int_equal(st.levels[0].files, 2);
+    assert_int_equal(st.seek_compactions, 0);
+}
+
+/* Wait (bounded) until a seek compaction has taken L0 down; then every key reads back. */
+static void expect_seek_compaction(fixture *f, int n)
+{
+    st_stats st;
+    for (int i = 0; i < 1000; i++) {
+        assert_int_equal(st_db_stats(f->db, &st), ST_OK);
+        if (st.seek_compactions >= 1 && st.levels[0].files == 0)
+            break;
+        usleep(10000);
+    }
+    assert_true(st.seek_compactions >= 1);
+    assert_int_equal(st.levels[0].files, 0);
+    assert_int_equal(st.bg_status, ST_OK);
+    char key[32], val[256];
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "key%08d", i);
+        snprintf(val, sizeof(val), "value-%d-%0200d", i, 0);
+        expect(f->db, NULL, S(key), val);
+    }
+}
+
+/* Gets that keep passing through a table use up its seek budget (LevelDB's seek compaction). */
+static void test_seek_compaction_get(void **state)
+{
+    fixture *f = *state;
+    const int n = 2000;
+    two_l0_tables(f, n);
+    char key[32];
+    uint8_t *v;
+    size_t vlen;
+    /* Odd keys are found in the first table consulted: nothing is charged. */
+    for (int i = 1; i < 400; i += 2) {
+        snprintf(key, sizeof(key), "key%08d", i % n);
+        assert_int_equal(st_db_get(f->db, NULL, S(key), &v, &vlen, NULL), ST_OK);
+        free(v);
+    }
+    st_stats st;
+    assert_int_equal(st_db_stats(f->db, &st), ST_OK);
+    assert_int_equal(st.seek_compactions, 0);
+    assert_int_equal(st.levels[0].files, 2);
+    /* Even keys pass through the newer table: its budget (100 for a small table) runs out. */
+    for (int i = 0; i < 600; i += 2) {
+        snprintf(key, sizeof(key), "key%08d", i % n);
+        assert_int_equal(st_db_get(f->db, NULL, S(key), &v, &vlen, NULL), ST_OK);
+        free(v);
+    }
+    expect_seek_compaction(f, n);
+}
+
+/* Iterators sample what they read: overlapping tables under the samples get compacted too. */
+static void test_seek_compaction_scan(void **state)
+{
+    fixture *f = *state;
+    const int n = 2000;
+    two_l0_tables(f, n);
+    /* About 450 KB per pass and a sample per MiB read on average (a new iterator starts a new
+       random gap, so fewer in short passes), 100 charges needed: a few hundred passes. Stop
+       once the compaction has been chosen; give up after 4,000 (about 2 GB read). */
+    st_stats st = {0};
+    for (int pass = 0; pass < 4000 && st.seek_compactions == 0; pass++) {
+        if (pass % 50 == 0)
+            assert_int_equal(st_db_stats(f->db, &st), ST_OK);
+        st_iter *it;
+        assert_int_equal(st_db_iter(f->db, NULL, S(""), S(""), &it), ST_OK);
+        int count = 0;
+        for (st_iter_first(it); st_iter_valid(it); st_iter_next(it))
+            count++;
+        assert_int_equal(st_iter_status(it), ST_OK);
+        assert_int_equal(count, n);
+        st_iter_destroy(it);
+    }
+    expect_seek_compaction(f, n);
+}
+
 static void test_log_api(void **state)
 {
     fixture *f = *state;
@@ -661,6 +760,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_format_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_iterators, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flush_compact_levels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seek_compaction_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seek_compaction_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_api, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_install_checkpoint, setup, teardown),
