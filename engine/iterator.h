@@ -32,6 +32,10 @@ typedef struct st_iterator_ops {
     st_slice (*value)(const st_iterator *it);
     st_status (*status)(const st_iterator *it);
     void (*destroy)(st_iterator *it);
+    /* Optional (NULL: st_it_next_key composes it): next, then valid, then key, in one call. A
+       scan steps through the merger, a level and a table for every entry; one indirect call per
+       layer instead of three is a tenth of the cost of a step. */
+    bool (*next_key)(st_iterator *it, st_slice *key); /* requires valid */
 } st_iterator_ops;
 
 /* Concrete iterators embed this as their first member. */
@@ -66,6 +70,17 @@ static inline void st_it_prev(st_iterator *it)
 static inline st_slice st_it_key(const st_iterator *it)
 {
     return it->ops->key(it);
+}
+/* next(); then false if the iterator is no longer valid, else true with its key in *key. */
+static inline bool st_it_next_key(st_iterator *it, st_slice *key)
+{
+    if (it->ops->next_key)
+        return it->ops->next_key(it, key);
+    it->ops->next(it);
+    if (!it->ops->valid(it))
+        return false;
+    *key = it->ops->key(it);
+    return true;
 }
 static inline st_slice st_it_value(const st_iterator *it)
 {

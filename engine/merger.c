@@ -196,8 +196,14 @@ static void mg_next(st_iterator *it)
         turn_forward(m);
     if (m->failed)
         return;
-    st_it_next(m->child[m->heap[0]]);
-    fix_top(m);
+    size_t top = m->heap[0];
+    if (!st_it_next_key(m->child[top], &m->key[top])) {
+        if (st_it_status(m->child[top]) != ST_OK)
+            m->failed = true;
+        m->heap[0] = m->heap[--m->heap_len];
+    }
+    if (m->heap_len)
+        sift_down(m, 0);
 }
 
 static void mg_prev(st_iterator *it)

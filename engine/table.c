@@ -764,6 +764,16 @@ static st_slice ti_key(const st_iterator *base)
     return st_block_cursor_key(&((const table_iter *)base)->c);
 }
 
+static bool ti_next_key(st_iterator *base, st_slice *key)
+{
+    table_iter *it = (table_iter *)base;
+    ti_next(base);
+    if (!ti_valid(base))
+        return false;
+    *key = st_block_cursor_key(&it->c);
+    return true;
+}
+
 static st_slice ti_value(const st_iterator *base)
 {
     return st_block_cursor_value(&((const table_iter *)base)->c);
@@ -788,6 +798,7 @@ static void ti_destroy(st_iterator *base)
 }
 
 static const st_iterator_ops table_iter_ops = {
+    .next_key = ti_next_key,
     .valid = ti_valid,
     .seek_first = ti_seek_first,
     .seek_last = ti_seek_last,

@@ -445,6 +445,23 @@ static st_slice li_key(const st_iterator *it)
     return st_it_key(((const level_iter *)it)->cur);
 }
 
+static bool li_next_key(st_iterator *it, st_slice *key)
+{
+    level_iter *li = (level_iter *)it;
+    if (st_it_next_key(li->cur, key))
+        return true;
+    li_skip_forward(li);
+    if (!li_valid(it))
+        return false;
+    *key = st_it_key(li->cur);
+    return true;
+}
+
+static st_slice li_value(const st_iterator *it)
+{
+    return st_it_value(((const level_iter *)it)->cur);
+}
+
 static st_status li_status(const st_iterator *it)
 {
     const level_iter *li = (const level_iter *)it;
@@ -462,6 +479,7 @@ static void li_destroy(st_iterator *it)
 }
 
 static const st_iterator_ops level_iter_ops = {
+    .next_key = li_next_key,
     .valid = li_valid,
     .seek_first = li_seek_first,
     .seek_last = li_seek_last,
