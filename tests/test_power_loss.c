@@ -363,7 +363,7 @@ static void random_cuts(st_sync_policy policy, uint64_t rounds)
     st_batch *b;
     assert_int_equal(st_batch_create(&b), ST_OK);
     totals t = {0};
-    uint64_t start = st_workload_now_ms(), clean = 0;
+    uint64_t start = st_workload_now_ms(), clean = 0, tripped = 0;
 
     for (uint32_t round = 1; round <= rounds; round++) {
         round_reset(&rl, round);
@@ -386,6 +386,7 @@ static void random_cuts(st_sync_policy policy, uint64_t rounds)
             if (!st_fault_env_is_off(g_fe))
                 fail_msg("%s: open: %s", g_where, st_errmsg());
             t.failed_opens++;
+            tripped++;
         } else {
             uint64_t ops = close_first ? 200 + st_rng_uniform(&r, 800) : 20000;
             for (uint64_t i = 0; i < ops && !st_fault_env_is_off(g_fe); i++) {
@@ -404,6 +405,7 @@ static void random_cuts(st_sync_policy policy, uint64_t rounds)
                 st_db_close(db);
                 db = NULL;
             }
+            tripped += st_fault_env_is_off(g_fe); /* the cut came in the middle of the work */
             st_fault_env_power_off(g_fe);
             st_db_close(db); /* with a dead disk: must neither crash nor hang */
         }
@@ -418,6 +420,10 @@ static void random_cuts(st_sync_policy policy, uint64_t rounds)
             t.survived, t.lost_acked, t.inflight_survived,
             (double)(st_workload_now_ms() - start) / 1000.0);
     assert_true(t.acked > 0);
+    /* Most rounds must be cut by the tripwire, not only by the power-off after the work. */
+    if (tripped * 2 < rounds - clean)
+        fail_msg("power_loss(%s): only %" PRIu64 " of %" PRIu64 " rounds were cut mid-work",
+                 st_workload_policy_name(policy), tripped, rounds - clean);
     st_batch_destroy(b);
     free(rl.w);
     cut_env_destroy();
