@@ -28,7 +28,7 @@ typedef struct compaction {
     size_t ninputs[2];
     st_version *version; /* referenced */
     bool manual;
-    bool move; /* a single L≥1 table that overlaps nothing below: move it */
+    bool move; /* tables that overlap nothing below nor each other: move them down */
     bool seek; /* chosen because reads kept passing through a table (st_seek_hint) */
 } compaction;
 
@@ -65,6 +65,17 @@ static void range_of(st_file_meta **files, size_t n, st_slice *lo, st_slice *hi)
         if (i == 0 || st_slice_cmp(b, *hi) > 0)
             *hi = b;
     }
+}
+
+/* No user key is in two of these tables. */
+static bool disjoint(st_file_meta **files, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (st_slice_cmp(meta_user(&files[i]->largest), meta_user(&files[j]->smallest)) >= 0 &&
+                st_slice_cmp(meta_user(&files[j]->largest), meta_user(&files[i]->smallest)) >= 0)
+                return false;
+    return true;
 }
 
 /* Fill inputs[1] with the tables of out_level overlapping inputs[0]. */
@@ -145,7 +156,10 @@ static compaction *pick_auto(st_db *db)
     }
     if (add_next_level(c))
         goto fail;
-    c->move = level > 0 && c->ninputs[1] == 0;
+    /* Nothing below overlaps: the inputs can go down as they are, if they do not overlap each
+       other either (L0 tables may; tables of one level >= 1 never do). Sequential writes make
+       L0 tables like that: moving them saves rewriting every byte once more. */
+    c->move = c->ninputs[1] == 0 && (level > 0 || disjoint(c->inputs[0], c->ninputs[0]));
     c->seek = seek != NULL;
     return c;
 fail:
@@ -392,7 +406,8 @@ static st_status run(st_db *db, compaction *c, uint64_t smallest_snapshot, uint6
     if (s)
         goto done;
     if (c->move) {
-        s = st_edit_add_file(&e, c->out_level, c->inputs[0][0]);
+        for (size_t k = 0; k < c->ninputs[0] && s == ST_OK; k++)
+            s = st_edit_add_file(&e, c->out_level, c->inputs[0][k]);
     } else {
         s = merge(&ms);
         if (s == ST_OK && ms.noutputs > 0)

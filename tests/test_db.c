@@ -514,6 +514,63 @@ static void test_seek_compaction_scan(void **state)
     expect_seek_compaction(f, n);
 }
 
+/*
+ * Sequential writes make L0 tables that overlap neither each other nor L1: the L0 compaction
+ * moves them down whole instead of rewriting them. Overlapping ones are merged as before.
+ */
+static void test_l0_move(void **state)
+{
+    fixture *f = *state;
+    st_db_close(f->db);
+    f->opts.memtable_bytes = 4 << 20; /* only the explicit flushes below */
+    f->opts.l0_compaction_trigger = 4;
+    assert_int_equal(st_db_open(f->dir, &f->opts, &f->db), ST_OK);
+    char key[32], val[128];
+    int k = 0;
+    for (int t = 0; t < 4; t++) {
+        for (int i = 0; i < 500; i++, k++) {
+            snprintf(key, sizeof(key), "key%08d", k);
+            snprintf(val, sizeof(val), "value-%d-%060d", k, 0);
+            assert_int_equal(st_db_put(f->db, S(key), S(val), NULL), ST_OK);
+        }
+        assert_int_equal(st_db_flush(f->db), ST_OK);
+    }
+    st_stats st;
+    for (int i = 0; i < 1000; i++) {
+        assert_int_equal(st_db_stats(f->db, &st), ST_OK);
+        if (st.levels[0].files == 0 && st.compactions > 0)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(st.levels[0].files, 0);
+    assert_int_equal(st.levels[1].files, 4); /* the same four tables */
+    assert_int_equal(st.compaction_bytes_written, 0);
+
+    /* Four more tables, each over the whole range: these are merged. */
+    for (int t = 0; t < 4; t++) {
+        for (int i = t; i < k; i += 4) {
+            snprintf(key, sizeof(key), "key%08d", i);
+            snprintf(val, sizeof(val), "value-%d-%060d", i, 1);
+            assert_int_equal(st_db_put(f->db, S(key), S(val), NULL), ST_OK);
+        }
+        assert_int_equal(st_db_flush(f->db), ST_OK);
+    }
+    for (int i = 0; i < 1000; i++) {
+        assert_int_equal(st_db_stats(f->db, &st), ST_OK);
+        if (st.levels[0].files == 0)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(st.levels[0].files, 0);
+    assert_true(st.compaction_bytes_written > 0);
+    assert_int_equal(st.bg_status, ST_OK);
+    for (int i = 0; i < k; i++) {
+        snprintf(key, sizeof(key), "key%08d", i);
+        snprintf(val, sizeof(val), "value-%d-%060d", i, 1);
+        expect(f->db, NULL, S(key), val);
+    }
+}
+
 static void test_log_api(void **state)
 {
     fixture *f = *state;
@@ -762,6 +819,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flush_compact_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seek_compaction_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seek_compaction_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_l0_move, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_api, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_install_checkpoint, setup, teardown),
