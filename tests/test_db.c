@@ -440,25 +440,38 @@ static void two_l0_tables(fixture *f, int n)
     assert_int_equal(st.seek_compactions, 0);
 }
 
-/* Wait (bounded) until a seek compaction has taken L0 down; then every key reads back. */
-static void expect_seek_compaction(fixture *f, int n)
+/* Wait (bounded, 10 s) until L0 is empty and `seeks` seek compactions have run; the stats. */
+static st_stats wait_l0_empty(fixture *f, uint64_t seeks)
 {
     st_stats st;
     for (int i = 0; i < 1000; i++) {
         assert_int_equal(st_db_stats(f->db, &st), ST_OK);
-        if (st.seek_compactions >= 1 && st.levels[0].files == 0)
+        if (st.seek_compactions >= seeks && st.levels[0].files == 0 && st.compactions > 0)
             break;
         usleep(10000);
     }
-    assert_true(st.seek_compactions >= 1);
+    assert_true(st.seek_compactions >= seeks);
     assert_int_equal(st.levels[0].files, 0);
     assert_int_equal(st.bg_status, ST_OK);
+    return st;
+}
+
+/* Keys 0..n-1 read back with the values `fmt` (a "%d" for the key, then "%0Nd" of `gen`). */
+static void expect_values(fixture *f, int n, const char *fmt, int gen)
+{
     char key[32], val[256];
     for (int i = 0; i < n; i++) {
         snprintf(key, sizeof(key), "key%08d", i);
-        snprintf(val, sizeof(val), "value-%d-%0200d", i, 0);
+        snprintf(val, sizeof(val), fmt, i, gen);
         expect(f->db, NULL, S(key), val);
     }
+}
+
+/* Wait (bounded) until a seek compaction has taken L0 down; then every key reads back. */
+static void expect_seek_compaction(fixture *f, int n)
+{
+    wait_l0_empty(f, 1);
+    expect_values(f, n, "value-%d-%0200d", 0);
 }
 
 /* Gets that keep passing through a table use up its seek budget (LevelDB's seek compaction). */
@@ -535,14 +548,7 @@ static void test_l0_move(void **state)
         }
         assert_int_equal(st_db_flush(f->db), ST_OK);
     }
-    st_stats st;
-    for (int i = 0; i < 1000; i++) {
-        assert_int_equal(st_db_stats(f->db, &st), ST_OK);
-        if (st.levels[0].files == 0 && st.compactions > 0)
-            break;
-        usleep(10000);
-    }
-    assert_int_equal(st.levels[0].files, 0);
+    st_stats st = wait_l0_empty(f, 0);
     assert_int_equal(st.levels[1].files, 4); /* the same four tables */
     assert_int_equal(st.compaction_bytes_written, 0);
 
@@ -555,20 +561,9 @@ static void test_l0_move(void **state)
         }
         assert_int_equal(st_db_flush(f->db), ST_OK);
     }
-    for (int i = 0; i < 1000; i++) {
-        assert_int_equal(st_db_stats(f->db, &st), ST_OK);
-        if (st.levels[0].files == 0)
-            break;
-        usleep(10000);
-    }
-    assert_int_equal(st.levels[0].files, 0);
+    st = wait_l0_empty(f, 0);
     assert_true(st.compaction_bytes_written > 0);
-    assert_int_equal(st.bg_status, ST_OK);
-    for (int i = 0; i < k; i++) {
-        snprintf(key, sizeof(key), "key%08d", i);
-        snprintf(val, sizeof(val), "value-%d-%060d", i, 1);
-        expect(f->db, NULL, S(key), val);
-    }
+    expect_values(f, k, "value-%d-%060d", 1);
 }
 
 static void test_log_api(void **state)

@@ -231,16 +231,23 @@ static int teardown(void **state)
     return 0;
 }
 
-static st_log_writer *posix_writer(const char *path, bool append)
+/* A writer appending to (or, mapped, storing into) the file at path, from its current end. */
+static st_log_writer *env_writer(st_env *env, const char *path, bool append, bool mapped)
 {
-    st_env *env = st_env_posix();
     st_file *f;
     uint64_t size = 0;
     assert_int_equal(env->open_writable(env, path, append, &f), ST_OK);
     assert_int_equal(env->size(f, &size), ST_OK);
     st_log_writer *w;
-    assert_int_equal(st_log_writer_create(env, f, size, &w), ST_OK);
+    assert_int_equal(mapped ? st_log_writer_create_mapped(env, f, size, &w)
+                            : st_log_writer_create(env, f, size, &w),
+                     ST_OK);
     return w;
+}
+
+static st_log_writer *posix_writer(const char *path, bool append)
+{
+    return env_writer(st_env_posix(), path, append, false);
 }
 
 static st_file *posix_reader_file(const char *path)
@@ -1060,13 +1067,7 @@ static void test_strict_tail(void **state)
 
 static st_log_writer *mapped_writer(st_env *env, const char *path, bool append)
 {
-    st_file *f;
-    uint64_t size = 0;
-    assert_int_equal(env->open_writable(env, path, append, &f), ST_OK);
-    assert_int_equal(env->size(f, &size), ST_OK);
-    st_log_writer *w;
-    assert_int_equal(st_log_writer_create_mapped(env, f, size, &w), ST_OK);
-    return w;
+    return env_writer(env, path, append, true);
 }
 
 static uint64_t file_size_of(const char *path)
