@@ -118,7 +118,7 @@ static compaction *pick_auto(st_db *db)
     }
     /* Nothing is over its size: compact a table that reads keep passing through, if any (one
        of L0 takes all of L0 with it, as L0 always goes down whole). */
-    if (level < 0 && v->seek_file && v->seek_level < ST_NUM_LEVELS - 1) {
+    if (level < 0 && v->seek_file) {
         level = v->seek_level;
         seek = v->seek_file;
         v->seek_file = NULL; /* once: a failure is a background error anyway */

@@ -928,7 +928,7 @@ st_status st_db_delete(st_db *db, st_slice key, uint64_t *seq)
 
 void st_db_note_seek_hint(st_db *db, st_version *v, const st_seek_hint *hint)
 {
-    if (!hint->file)
+    if (!hint->file || hint->level >= ST_NUM_LEVELS - 1) /* the last level has no below */
         return;
     pthread_mutex_lock(&db->mu);
     /* Only the current version's tables: an older version's may be compacted away already. */

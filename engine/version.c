@@ -76,6 +76,7 @@ st_file_meta *st_file_meta_new(void)
     if (!f)
         return NULL;
     atomic_init(&f->refs, 1);
+    atomic_init(&f->wasted_seeks, 0);
     st_buf_init(&f->smallest);
     st_buf_init(&f->largest);
     return f;
