@@ -427,6 +427,13 @@ void st_block_cursor_seek(st_block_cursor *c, st_slice target)
     }
     if (!seek_to_restart(c, left))
         return;
+    /* The walk below reads the entries of this restart interval one after another, each
+       likely a cache miss: ask for the first kilobyte of them at once. */
+    uint32_t end = left + 1 < c->num_restarts ? restart_at(c, left + 1) : c->restarts_off;
+    if (end > c->restarts_off)
+        end = c->restarts_off;
+    for (uint32_t off = c->next_off + 64; off < end && off < c->next_off + 1024; off += 64)
+        __builtin_prefetch(c->data + off);
     while (parse_next(c)) {
         if (st_ikey_cmp(st_block_cursor_key(c), target) >= 0)
             return;
