@@ -4,13 +4,17 @@
  * A database is a directory holding a write-ahead log (wal/), sorted tables (sst/) and a
  * MANIFEST that says which tables make up the current version. Writes go to the WAL, then to an
  * in-memory skiplist (the memtable); full memtables are flushed to level-0 tables by a
- * background thread, and a compaction thread merges tables down the levels. engine/FORMAT.md
- * documents every file format.
+ * background thread, and a compaction thread merges tables down the levels: all of L0 once it
+ * holds l0_compaction_trigger tables, a table of a level that outgrew its target, or a table
+ * that reads keep passing through without using it (LevelDB's seek compaction). Tables that
+ * overlap nothing below move down without a rewrite. engine/FORMAT.md documents every file
+ * format.
  *
  * Threads: an st_db handle may be used by any number of threads at once. Reads never wait for
  * writes, flushes or compactions. Concurrent writers are ordered and grouped: one thread writes
- * a whole group to the WAL with one system call (and, under ST_SYNC_ALWAYS, one fsync). Iterators,
- * snapshots, batches and log iterators are each used by one thread at a time.
+ * a whole group to the WAL, as one store into a shared map of the live segment (one write(2)
+ * where the file system cannot allocate ahead), and under ST_SYNC_ALWAYS with one fsync.
+ * Iterators, snapshots, batches and log iterators are each used by one thread at a time.
  *
  * Keys and values are arbitrary bytes. Keys are non-empty. Every write is given a 64-bit sequence
  * number; a batch of n operations takes n consecutive numbers and reports the last.
