@@ -471,6 +471,7 @@ done:
 void *st_compaction_thread(void *arg)
 {
     st_db *db = arg;
+    pthread_setname_np(pthread_self(), "st-compact");
     pthread_mutex_lock(&db->mu);
     while (!db->shutting_down) {
         st_manual *m = db->manual && !db->manual->done ? db->manual : NULL;

@@ -1144,6 +1144,7 @@ static st_status flush_one(st_db *db, st_imm imm)
 static void *flush_thread(void *arg)
 {
     st_db *db = arg;
+    pthread_setname_np(pthread_self(), "st-flush");
     pthread_mutex_lock(&db->mu);
     for (;;) {
         if (db->nimms > 0 && db->bg_error == ST_OK && !db->shutting_down) {

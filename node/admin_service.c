@@ -151,6 +151,7 @@ static void fail_not_leader(st_admin_service *a, st_call *call, const char *what
 static void *transfer_main(void *arg)
 {
     transfer *t = arg;
+    pthread_setname_np(pthread_self(), "st-transfer");
     st_admin_service *a = t->a;
     st_call *call = t->call;
     const char *what = t->target ? "Promote" : "StepDown";

@@ -35,6 +35,7 @@ static const char *const method_paths[2] = {
 static void *poller_main(void *arg)
 {
     grpc_completion_queue *cq = arg;
+    pthread_setname_np(pthread_self(), "st-peer-cq");
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)

@@ -522,6 +522,7 @@ static void run_term(plink *l, st_replica *r, uint64_t term)
 static void *link_main(void *arg)
 {
     plink *l = arg;
+    pthread_setname_np(pthread_self(), "st-link");
     st_peer_links *pl = l->pl;
     for (;;) {
         pthread_mutex_lock(&pl->mu);

@@ -659,6 +659,7 @@ static void on_shutdown(void *ctx, bool ok)
 static void *worker_main(void *arg)
 {
     grpc_completion_queue *cq = arg;
+    pthread_setname_np(pthread_self(), "st-rpc");
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)

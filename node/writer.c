@@ -88,6 +88,7 @@ static void write_group(st_writer *w, st_write_req **group, size_t n)
 static void *writer_main(void *arg)
 {
     st_writer *w = arg;
+    pthread_setname_np(pthread_self(), "st-writer");
     size_t cap = 64;
     st_write_req **group = malloc(cap * sizeof(*group));
     for (;;) {

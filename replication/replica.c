@@ -1422,6 +1422,7 @@ static void update_retention(st_replica *r)
 static void *ticker_main(void *arg)
 {
     st_replica *r = arg;
+    pthread_setname_np(pthread_self(), "st-ticker");
     int tick = 0;
     pthread_mutex_lock(&r->mu);
     while (!r->stopping) {
@@ -1488,6 +1489,7 @@ static void *ticker_main(void *arg)
 static void *applier_main(void *arg)
 {
     st_replica *r = arg;
+    pthread_setname_np(pthread_self(), "st-applier");
     pthread_mutex_lock(&r->mu);
     while (!r->stopping) {
         if (r->commit_seq <= r->applied_seq) {
