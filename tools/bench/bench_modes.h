@@ -13,4 +13,7 @@ int st_bench_engine_main(int argc, char **argv);
 /* bench_rpc.c (when present; CMake defines STRATA_BENCH_HAVE_RPC): a node over gRPC. */
 int st_bench_rpc_main(int argc, char **argv);
 
+/* bench_floor.c (with rpc): a gRPC server answering Put and Get with no storage behind it. */
+int st_bench_floor_main(int argc, char **argv);
+
 #endif

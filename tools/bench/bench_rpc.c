@@ -1458,10 +1458,14 @@ static void print_text(const report *rp)
         print_row(rp->sides[k].name, "median", &m);
     }
     if (rp->nsides == 2) {
-        printf("\nstrata/etcd: QPS %.2fx, server CPU per call %.2fx, p50 %.2fx, p99 %.2fx, "
+        /* A node given by --addr has no CPU figure of its own, so no CPU ratio either. */
+        double cpu = st_bench_ratio(rp->med[0][MD_SRV_US], rp->med[1][MD_SRV_US]);
+        char cpu_s[32] = "-";
+        if (!isnan(cpu))
+            snprintf(cpu_s, sizeof(cpu_s), "%.2fx", cpu);
+        printf("\nstrata/etcd: QPS %.2fx, server CPU per call %s, p50 %.2fx, p99 %.2fx, "
                "p999 %.2fx\n",
-               st_bench_ratio(rp->med[0][MD_QPS], rp->med[1][MD_QPS]),
-               st_bench_ratio(rp->med[0][MD_SRV_US], rp->med[1][MD_SRV_US]),
+               st_bench_ratio(rp->med[0][MD_QPS], rp->med[1][MD_QPS]), cpu_s,
                st_bench_ratio(rp->med[0][MD_P50], rp->med[1][MD_P50]),
                st_bench_ratio(rp->med[0][MD_P99], rp->med[1][MD_P99]),
                st_bench_ratio(rp->med[0][MD_P999], rp->med[1][MD_P999]));

@@ -4,11 +4,13 @@
 Runs put, get (with the load and restart before it), scan and write for about a second each
 against a strata-node the benchmark starts itself, with --json, and checks the object's shape and
 that its numbers are sane: calls were made and checked, no errors, percentiles in order, CPU
-accounted. With ETCD (an etcd binary that exists), one short get --compare etcd too. Then bad
-flags must exit with status 2.
+accounted. With ETCD (an etcd binary that exists), one short get --compare etcd too. Then
+`strata-bench floor` (a server with nothing behind it) must serve a put and a get run and stop
+on SIGTERM, and bad flags of both modes must exit with status 2.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -75,6 +77,47 @@ def run(binary, node, args, expect_sides):
     return d
 
 
+def check_floor(binary):
+    """The floor server answers what the load generator checks, counts its puts, stops on TERM."""
+    srv = subprocess.Popen([binary, "floor"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = srv.stdout.readline().split()
+        if line[:2] != ["listening", "on"]:
+            fail("floor: first line %r" % line)
+        addr = line[2]
+        calls = 0
+        for op in ("put", "get"):
+            argv = [binary, "rpc", "--addr", addr, "--op", op, "--duration", "0.5",
+                    "--warmup", "0.1", "--inflight", "8", "--json"]
+            if op == "get":
+                argv.append("--no-load")
+            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, timeout=60)
+            sys.stderr.write(p.stderr)
+            if p.returncode != 0:
+                fail("floor %s: exit status %d" % (op, p.returncode))
+            r = json.loads(p.stdout)["systems"][0]["runs"][0]
+            if not r["ok"] or r["errors"] != 0 or not r["calls"] > 0:
+                fail("floor %s: run not ok: %r" % (op, r))
+            if op == "put":
+                calls = r["calls"]
+        srv.send_signal(signal.SIGTERM)
+        out, _ = srv.communicate(timeout=30)
+        if srv.returncode != 0:
+            fail("floor: exit status %d after SIGTERM" % srv.returncode)
+        served = int(out.split()[1]) if out.startswith("served ") else -1
+        if served < calls:
+            fail("floor: says %r, but the put run counted %d calls" % (out, calls))
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+    for bad in (["--threads", "0"], ["--value-size", "2M"], ["stray"]):
+        p = subprocess.run([binary, "floor"] + bad, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+        if p.returncode != 2:
+            fail("floor %r: exit status %d, want 2" % (bad, p.returncode))
+
+
 def main():
     binary, node = sys.argv[1], sys.argv[2]
     etcd = sys.argv[3] if len(sys.argv) > 3 else ""
@@ -86,6 +129,7 @@ def main():
             ["strata", "etcd"])
     else:
         print("etcd not installed: the --compare etcd check was not run")
+    check_floor(binary)
 
     for bad in (["--op", "delete"], ["--connections", "0"], ["--cluster", "2"],
                 ["--compare", "redis"], ["--op", "write", "--compare", "etcd"],

@@ -17,6 +17,8 @@ static const mode modes[] = {
      "the storage engine in-process, one thread (db_bench-like); --compare leveldb"},
 #ifdef STRATA_BENCH_HAVE_RPC
     {"rpc", st_bench_rpc_main, "a strata node over gRPC"},
+    {"floor", st_bench_floor_main,
+     "a gRPC server that answers Put and Get with nothing behind them (the stack's ceiling)"},
 #endif
 };
 
