@@ -29,6 +29,10 @@
 #define TICK_MS           5
 #define LAG_MARKS         4096
 #define MAX_INFLIGHT_MSGS 256
+/* How long a commit that moved waits for records to carry it before an Append of its own goes
+   (see ship_next): under load the next group's Append carries it, and one message in two is
+   saved; when idle, followers learn the commit (and apply) this much later. */
+#define COMMIT_NEWS_DELAY_NS 1000000
 
 typedef struct waiter {
     uint64_t seq;
@@ -66,8 +70,10 @@ typedef struct peer {
     size_t inflight_head, inflight_n;
     uint64_t inflight_bytes;
     int64_t last_sent_ns, last_ack_ns;
-    st_log_iter *it;  /* positioned to return next_seq's record */
-    bool timeout_now; /* send a timeout_now (hand-over) when caught up */
+    uint64_t sent_commit; /* the commit sequence of the last Append sent */
+    int64_t news_ns;      /* when the commit was first seen past sent_commit; 0: not yet */
+    st_log_iter *it;      /* positioned to return next_seq's record */
+    bool timeout_now;     /* send a timeout_now (hand-over) when caught up */
     /* snapshot being sent */
     char *snap_dir;
     uint64_t snap_seq, snap_term;
@@ -481,6 +487,8 @@ static void peer_reset_link(st_replica *r, peer *p)
     p->inflight_bytes = 0;
     p->link_term = 0;
     p->timeout_now = false;
+    p->sent_commit = 0;
+    p->news_ns = 0;
 }
 
 static void peer_start(st_replica *r, peer *p, uint64_t last_seq, uint64_t last_term)
@@ -541,8 +549,10 @@ static void note_answered(peer *p)
     p->inflight_bytes = p->inflight_bytes >= b ? p->inflight_bytes - b : 0;
 }
 
-/* An Append from next_seq: records if there are any (and room), else empty (mu held). */
-static st_status build_append(st_replica *r, peer *p, bool want_records, st_buf *out, bool *sent)
+/* An Append from next_seq: records if there are any (and room), else empty if allow_empty,
+   else nothing (*sent false; mu held). */
+static st_status build_append(st_replica *r, peer *p, bool want_records, bool allow_empty,
+                              st_buf *out, bool *sent)
 {
     Strata__V1__LeaderMessage m = STRATA__V1__LEADER_MESSAGE__INIT;
     Strata__V1__Append a = STRATA__V1__APPEND__INIT;
@@ -600,6 +610,10 @@ static st_status build_append(st_replica *r, peer *p, bool want_records, st_buf 
             n++;
         }
     }
+    if (n == 0 && !allow_empty) {
+        st_buf_free(&copies);
+        return s;
+    }
     for (size_t i = 0; i < n; i++) {
         recs_store[i].data.data = copies.data + offs[i];
         recs_store[i].data.len = lens[i];
@@ -619,6 +633,8 @@ static st_status build_append(st_replica *r, peer *p, bool want_records, st_buf 
     st_buf_free(&copies);
     p->next_seq = next;
     p->prev_term = prev_term;
+    p->sent_commit = m.commit_seq;
+    p->news_ns = 0;
     note_sent(p, out->len);
     *sent = true;
     return s;
@@ -792,14 +808,21 @@ st_status st_replica_ship_next(st_replica *r, uint32_t peer_id, uint64_t term, s
                     p->state = P_SNAP_START;
                     continue;
                 }
-                s = build_append(r, p, false, out, &sent);
+                s = build_append(r, p, false, true, out, &sent);
             }
             break;
         case P_STREAM:
-            if (room)
-                s = build_append(r, p, true, out, &sent);
+            /* Records go at once. A commit that moved with no records to carry it waits a
+               little for some (COMMIT_NEWS_DELAY_NS), then goes in an empty Append. */
+            if (room) {
+                bool news = r->commit_seq > p->sent_commit;
+                if (news && !p->news_ns)
+                    p->news_ns = now;
+                bool empty_ok = news && now - p->news_ns >= COMMIT_NEWS_DELAY_NS;
+                s = build_append(r, p, true, empty_ok, out, &sent);
+            }
             if (s == ST_OK && !sent && p->state == P_STREAM && heartbeat_due)
-                s = build_append(r, p, false, out, &sent);
+                s = build_append(r, p, false, true, out, &sent);
             if (s == ST_OK && !sent && p->state != P_STREAM)
                 continue;
             break;
@@ -841,7 +864,10 @@ st_status st_replica_ship_next(st_replica *r, uint32_t peer_id, uint64_t term, s
         }
         if (s || sent || idle)
             break;
-        timed_wait(r, p->last_sent_ns + (int64_t)r->o.heartbeat_ms * 1000000);
+        int64_t until = p->last_sent_ns + (int64_t)r->o.heartbeat_ms * 1000000;
+        if (p->state == P_STREAM && p->news_ns && room && p->news_ns + COMMIT_NEWS_DELAY_NS < until)
+            until = p->news_ns + COMMIT_NEWS_DELAY_NS;
+        timed_wait(r, until);
     }
     pthread_mutex_unlock(&r->mu);
     return s;

@@ -41,7 +41,8 @@ typedef struct cluster_t {
     st_cluster members;
     char *base;
     uint64_t wal_retain_bytes;
-    atomic_int votes_in_flight; /* vote threads (detached) not yet finished */
+    uint32_t heartbeat_ms, election_ms; /* for nodes started from now on */
+    atomic_int votes_in_flight;         /* vote threads (detached) not yet finished */
 } cluster_t;
 
 struct node {
@@ -221,8 +222,8 @@ static void node_start(cluster_t *c, uint32_t id)
     ro.cluster = &c->members;
     ro.state_dir = n->dir;
     ro.env = st_env_nosync();
-    ro.heartbeat_ms = 20;
-    ro.election_ms = 100;
+    ro.heartbeat_ms = c->heartbeat_ms;
+    ro.election_ms = c->election_ms;
     ro.wal_retain_bytes = c->wal_retain_bytes;
     ro.snapshot_chunk_bytes = 64 * 1024;
     ro.net = (st_replica_net){n, request_vote, role_changed};
@@ -263,18 +264,25 @@ static void node_stop(cluster_t *c, uint32_t id)
     n->db = NULL;
 }
 
-static cluster_t *cluster_new(uint64_t retain)
+static cluster_t *cluster_new_timed(uint64_t retain, uint32_t heartbeat_ms, uint32_t election_ms)
 {
     cluster_t *c = calloc(1, sizeof(*c));
     pthread_mutex_init(&c->mu, NULL);
     c->base = st_test_mkdtemp("replica");
     c->wal_retain_bytes = retain;
+    c->heartbeat_ms = heartbeat_ms;
+    c->election_ms = election_ms;
     char spec[256];
     snprintf(spec, sizeof(spec), "1=a:1,2=b:2,3=c:3");
     assert_int_equal(st_cluster_parse(spec, &c->members), ST_OK);
     for (uint32_t i = 1; i <= N; i++)
         node_start(c, i);
     return c;
+}
+
+static cluster_t *cluster_new(uint64_t retain)
+{
+    return cluster_new_timed(retain, 20, 100);
 }
 
 static void cluster_free(cluster_t *c)
@@ -716,6 +724,64 @@ static void test_stale_term_refused(void **state)
     cluster_free(c);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * A commit that moved while no records follow still reaches the followers at once, in an
+ * Append of its own (after the short wait for records to carry it), not at the next heartbeat:
+ * with heartbeats 800 ms apart, each lone write must be applied on both followers well before
+ * one is due.
+ */
+static void test_commit_without_records(void **state)
+{
+    (void)state;
+    cluster_t *c = cluster_new_timed(64u << 20, 800, 4000);
+    uint32_t leader = wait_leader(c, 20000, 0);
+    assert_int_not_equal(leader, 0);
+    int measured = 0;
+    for (int i = 0; i < 8 && measured < 5; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "lone%d", i);
+        uint64_t seq;
+        st_status s = put(c, leader, k, "v", ST_ACK_MAJORITY, 5000, &seq);
+        if (s == ST_NOT_LEADER || s == ST_TIMEOUT) {
+            leader = wait_leader(c, 20000, 0);
+            assert_int_not_equal(leader, 0);
+            continue;
+        }
+        assert_int_equal(s, ST_OK);
+        int64_t start = mono_ms();
+        int64_t took = -1;
+        while (mono_ms() - start < 3000) {
+            bool all = true;
+            for (uint32_t id = 1; id <= N; id++) {
+                st_replica_info info;
+                st_replica_info_get(c->nodes[id]->r, &info);
+                all = all && info.applied_seq >= seq;
+            }
+            if (all) {
+                took = mono_ms() - start;
+                break;
+            }
+            usleep(200);
+        }
+        assert_true(took >= 0);
+        if (took >= 300)
+            fail_msg("write %d (sequence %" PRIu64 ") took %" PRId64
+                     " ms to be applied everywhere: the commit waited for a heartbeat",
+                     i, seq, took);
+        measured++;
+        sleep_ms(20); /* past the wait for records: the commit goes alone */
+    }
+    assert_true(measured >= 5);
+    cluster_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -725,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_catch_up),
         cmocka_unit_test(test_transfer),
         cmocka_unit_test(test_stale_term_refused),
+        cmocka_unit_test(test_commit_without_records),
     };
     return cmocka_run_group_tests_name("replica", tests, NULL, NULL);
 }
