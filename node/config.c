@@ -63,6 +63,10 @@ static const setting settings[] = {
      "every member of the cluster, this node included (by --node-id);\n"
      "two or more make a replicated node, whose engine lives in\n"
      "DATA_DIR/db (default none: a standalone node)"},
+    {"advertise", K_STRING, FIELD(advertise), "HOST:PORT",
+     "cluster: the address clients reach this node at, when it is not\n"
+     "its --peers address (e.g. a port published by Docker); followers\n"
+     "name it in their leader hints (default: the --peers address)"},
     {"heartbeat-ms", K_U32, FIELD(heartbeat_ms), "MS",
      "cluster: the leader's heartbeat period (default 30)"},
     {"election-ms", K_U32, FIELD(election_ms), "MS",
@@ -292,6 +296,15 @@ st_status st_config_validate(const st_node_config *c)
         return st_error(ST_INVALID_ARGUMENT, "--listen: empty address");
     if (!c->data_dir[0])
         return st_error(ST_INVALID_ARGUMENT, "--data-dir: empty path");
+    if (c->advertise[0]) {
+        const char *colon = strrchr(c->advertise, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || colon == c->advertise || !colon[1] || *end || port < 1 || port > 65535)
+            return st_error(ST_INVALID_ARGUMENT,
+                            "--advertise: \"%s\" is not HOST:PORT with a port in 1 … 65535",
+                            c->advertise);
+    }
     if (c->max_key_bytes < 1 || c->max_key_bytes > ST_KEY_LIMIT)
         return st_error(ST_INVALID_ARGUMENT, "--max-key-bytes: %zu is not in 1 … %u",
                         c->max_key_bytes, ST_KEY_LIMIT);

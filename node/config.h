@@ -53,6 +53,7 @@ typedef struct st_node_config {
     char config_file[ST_CONFIG_PATH_MAX]; /* --config, default none ("") */
     st_log_level log_level;               /* --log-level, default info */
     char peers[4096];                     /* --peers, default none ("": standalone) */
+    char advertise[256];                  /* --advertise, default "" (the --peers address) */
     uint32_t heartbeat_ms;                /* --heartbeat-ms, default 30 */
     uint32_t election_ms;                 /* --election-ms, default 150 */
     size_t wal_retain_bytes;              /* --wal-retain-bytes, default 256 MiB */

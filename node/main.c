@@ -200,6 +200,7 @@ int main(int argc, char **argv)
             .heartbeat_ms = cfg.heartbeat_ms,
             .election_ms = cfg.election_ms,
             .wal_retain_bytes = cfg.wal_retain_bytes,
+            .advertise_addr = cfg.advertise,
         };
         s = st_node_cluster_create(&co, db, srv, &nc);
         if (s == ST_OK)

@@ -153,6 +153,7 @@ st_status st_node_cluster_create(const st_node_cluster_options *o, st_db *db, st
     ro.heartbeat_ms = o->heartbeat_ms;
     ro.election_ms = o->election_ms;
     ro.wal_retain_bytes = o->wal_retain_bytes;
+    ro.advertise_addr = o->advertise_addr;
     ro.net = (st_replica_net){nc, request_vote, role_changed};
     ro.on_applied = on_applied;
     ro.on_applied_ctx = nc;

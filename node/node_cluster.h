@@ -51,6 +51,7 @@ typedef struct st_node_cluster_options {
     uint32_t heartbeat_ms;
     uint32_t election_ms;
     uint64_t wal_retain_bytes;
+    const char *advertise_addr; /* where clients reach this node; NULL or "": its member address */
 } st_node_cluster_options;
 
 /*

@@ -106,6 +106,10 @@ struct st_replica {
     st_raft_state ps; /* persisted term and vote */
     st_role role;
     uint32_t leader_id;
+    /* The client address leader_id sent with its messages ("": none heard yet); the cluster
+       address is used until then. */
+    char leader_hint[256];
+    char advertise[256];   /* ours, from the options ("": our cluster address) */
     int64_t last_heard_ns; /* from a leader (followers) */
     int64_t election_deadline_ns;
     int64_t lead_since_ns;
@@ -202,6 +206,18 @@ static const st_member *leader_member(const st_replica *r)
     return r->leader_id ? st_cluster_find(&r->cluster, r->leader_id) : NULL;
 }
 
+/* Where clients reach the leader (mu held; NULL when no leader is known): the address it
+   advertised, else its cluster address. */
+static const char *leader_client_addr(const st_replica *r)
+{
+    const st_member *m = leader_member(r);
+    if (!m)
+        return NULL;
+    if (m->id == r->o.node_id)
+        return r->advertise[0] ? r->advertise : m->addr;
+    return r->leader_hint[0] ? r->leader_hint : m->addr;
+}
+
 static st_status not_leader(st_replica *r)
 {
     const st_member *m = leader_member(r);
@@ -209,7 +225,7 @@ static st_status not_leader(st_replica *r)
         return st_error(ST_NOT_LEADER, "leadership is being handed over; retry shortly");
     if (m && m->id != r->o.node_id)
         return st_error(ST_NOT_LEADER, "node %u is not the leader; the leader is node %u at %s",
-                        r->o.node_id, m->id, m->addr);
+                        r->o.node_id, m->id, leader_client_addr(r));
     return st_error(ST_NOT_LEADER, "node %u is not the leader and no leader is known yet",
                     r->o.node_id);
 }
@@ -318,6 +334,8 @@ static st_status become_follower(st_replica *r, uint64_t term, uint32_t leader, 
         r->n_leader_changes++;
         rlog(r, "leader node=%u term=%" PRIu64, leader, r->ps.term);
     }
+    if (leader != r->leader_id)
+        r->leader_hint[0] = '\0';
     r->leader_id = leader;
     pthread_cond_broadcast(&r->cv);
     return s;
@@ -515,7 +533,7 @@ static void envelope(st_replica *r, Strata__V1__LeaderMessage *m)
     const st_member *self = st_cluster_find(&r->cluster, r->o.node_id);
     m->term = r->ps.term;
     m->leader_id = r->o.node_id;
-    m->leader_addr = (char *)self->addr;
+    m->leader_addr = (char *)(r->advertise[0] ? r->advertise : self->addr);
     m->commit_seq = r->commit_seq;
 }
 
@@ -1190,6 +1208,8 @@ st_status st_replica_on_leader_message(st_replica *r, const Strata__V1__LeaderMe
             return s;
         }
     }
+    if (m->leader_addr && m->leader_addr[0])
+        snprintf(r->leader_hint, sizeof(r->leader_hint), "%s", m->leader_addr);
     r->last_heard_ns = now_ns();
     reset_election_timer(r);
     pthread_mutex_unlock(&r->mu);
@@ -1630,6 +1650,9 @@ st_status st_replica_create(const st_replica_options *o, st_db *db, st_replica *
     if (!r)
         return st_error(ST_NO_MEMORY, "out of memory");
     r->o = *o;
+    r->o.advertise_addr = NULL; /* copied below */
+    if (o->advertise_addr)
+        snprintf(r->advertise, sizeof(r->advertise), "%s", o->advertise_addr);
     r->cluster = *o->cluster;
     r->db = db;
     r->env = o->env ? o->env : st_env_posix();
@@ -1786,9 +1809,9 @@ void st_replica_info_get(st_replica *r, st_replica_info *out)
     out->role = r->role;
     out->term = r->ps.term;
     out->leader_id = r->leader_id;
-    const st_member *m = leader_member(r);
-    if (m)
-        snprintf(out->leader_addr, sizeof(out->leader_addr), "%s", m->addr);
+    const char *leader_addr = leader_client_addr(r);
+    if (leader_addr)
+        snprintf(out->leader_addr, sizeof(out->leader_addr), "%s", leader_addr);
     out->commit_seq = r->commit_seq;
     st_db_log_state(r->db, &out->last_seq, &out->last_term, &out->applied_seq);
     out->npeers = (uint32_t)r->npeers;
@@ -1813,7 +1836,7 @@ void st_replica_info_get(st_replica *r, st_replica_info *out)
 void st_replica_leader_addr(st_replica *r, char *buf, size_t cap)
 {
     pthread_mutex_lock(&r->mu);
-    const st_member *m = leader_member(r);
-    snprintf(buf, cap, "%s", m && r->role != ST_ROLE_LEADER ? m->addr : "");
+    const char *leader_addr = leader_client_addr(r);
+    snprintf(buf, cap, "%s", leader_addr && r->role != ST_ROLE_LEADER ? leader_addr : "");
     pthread_mutex_unlock(&r->mu);
 }

@@ -71,6 +71,9 @@ typedef struct st_replica_options {
     size_t max_append_bytes;     /* records per Append message; default 256 KiB */
     size_t max_inflight_bytes;   /* unacknowledged bytes per follower; default 1 MiB */
     size_t snapshot_chunk_bytes; /* default 1 MiB */
+    /* The address clients reach this node at, when it is not its cluster address (NULL or "":
+       that one; copied). Leaders send it to followers, whose leader hints name it. */
+    const char *advertise_addr;
     st_replica_net net;
     /* Called after records are applied (the applied sequence grew to `seq`), e.g. to release
        reads waiting for min_seq. May be NULL. */

@@ -69,8 +69,9 @@ static bool pick_ports(int *ports, size_t n)
 
 static bool start_node(st_tcluster *c, uint32_t id)
 {
-    char listen[64], node_id[16];
+    char listen[64], node_id[16], advertise[96];
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->ports[id]);
+    snprintf(advertise, sizeof(advertise), "%s:%d", c->advertise_host, c->ports[id]);
     snprintf(node_id, sizeof(node_id), "%u", id);
     const char *argv[48];
     int a = 0;
@@ -88,6 +89,10 @@ static bool start_node(st_tcluster *c, uint32_t id)
     argv[a++] = node_id;
     argv[a++] = "--peers";
     argv[a++] = c->peers;
+    if (c->advertise_host[0]) {
+        argv[a++] = "--advertise";
+        argv[a++] = advertise;
+    }
     argv[a] = NULL;
     if (!st_node_start(&c->nodes[id], argv))
         return false;
@@ -108,9 +113,17 @@ static void teardown_nodes(st_tcluster *c)
 
 bool st_tcluster_start(st_tcluster *c, size_t n, const char *tag, const char *const *extra)
 {
+    return st_tcluster_start_advertised(c, n, tag, extra, NULL);
+}
+
+bool st_tcluster_start_advertised(st_tcluster *c, size_t n, const char *tag,
+                                  const char *const *extra, const char *advertise_host)
+{
     memset(c, 0, sizeof(*c));
     if (n < 1 || n > ST_TCLUSTER_MAX)
         return false;
+    if (advertise_host)
+        snprintf(c->advertise_host, sizeof(c->advertise_host), "%s", advertise_host);
     c->n = n;
     snprintf(c->tag, sizeof(c->tag), "%s", tag);
     for (int i = 0; extra && extra[i] && i < 23; i++)

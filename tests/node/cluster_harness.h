@@ -28,7 +28,8 @@ typedef struct st_tcluster {
     st_node_proc nodes[ST_TCLUSTER_MAX + 1];     /* by node id */
     st_rpc_client *clients[ST_TCLUSTER_MAX + 1]; /* by node id; for the test's main thread */
     char peers[512];
-    const char *extra[24]; /* more flags for every node, NULL-terminated */
+    const char *extra[24];   /* more flags for every node, NULL-terminated */
+    char advertise_host[64]; /* "": none; else each node gets --advertise HOST:ITS_PORT */
 } st_tcluster;
 
 /* The --election-ms the harness gives nodes (see above). */
@@ -36,6 +37,10 @@ uint32_t st_tcluster_election_ms(void);
 
 /* Start n nodes (ids 1 … n) with extra flags (may be NULL). False if they could not start. */
 bool st_tcluster_start(st_tcluster *c, size_t n, const char *tag, const char *const *extra);
+
+/* The same, each node started with --advertise advertise_host:ITS_PORT. */
+bool st_tcluster_start_advertised(st_tcluster *c, size_t n, const char *tag,
+                                  const char *const *extra, const char *advertise_host);
 
 /*
  * SIGTERM node id (after closing the harness's channel to it: a client that holds an idle

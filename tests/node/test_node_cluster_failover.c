@@ -2,8 +2,10 @@
  * test_node_cluster_failover.c - a short failover smoke test (label "cluster"): kill -9 the
  * leader of three nodes; a new leader is elected within 2 s; writes continue on it; the old
  * leader restarts on its data directory and catches up with everything acknowledged meanwhile.
- * And a graceful stop: SIGTERM to the leader hands leadership over before it exits.
- * (The heavy fault tests live in the cluster suite.)
+ * And a graceful stop: SIGTERM to the leader hands leadership over before it exits. And with
+ * --advertise, followers' leader hints (the strata-leader trailer, Status) name the address the
+ * leader advertised, before and after a failover. (The heavy fault tests live in the cluster
+ * suite.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -195,12 +197,72 @@ static void test_sigterm_hands_over(void **state)
     assert_true(st_tcluster_stop(&cl));
 }
 
+/* What follower f says of the leader: the strata-leader trailer of a refused write (written to
+   hint) and Status's leader_addr (to status_addr). */
+static void leader_hints(uint32_t f, char *hint, char *status_addr, size_t n)
+{
+    Strata__V1__PutRequest q = STRATA__V1__PUT_REQUEST__INIT;
+    q.key = bin("refused");
+    q.value = bin("v");
+    st_rpc_result r;
+    st_call_msg(cl.clients[f], "/strata.v1.KV/Put", &q.base, 5000, &r);
+    assert_int_equal(r.code, GRPC_STATUS_FAILED_PRECONDITION);
+    const char *t = st_rpc_result_trailer(&r, "strata-leader");
+    snprintf(hint, n, "%s", t ? t : "");
+    st_rpc_result_free(&r);
+    Strata__V1__StatusResponse *s = st_tcluster_status(&cl, f, 5000);
+    assert_non_null(s);
+    snprintf(status_addr, n, "%s", s->leader_addr);
+    strata__v1__status_response__free_unpacked(s, NULL);
+}
+
+static void test_hints_name_advertised_addresses(void **state)
+{
+    (void)state;
+    const char *host = "clients.strata.test";
+    assert_true(st_tcluster_start_advertised(&cl, 3, "advertise", NULL, host));
+    uint32_t l = st_tcluster_wait_leader(&cl, 10000, 0);
+    assert_true(l != 0);
+    uint64_t seq;
+    assert_int_equal(put_to_leader(&l, "k", "v", &seq), GRPC_STATUS_OK);
+    char want[128], hint[128], status_addr[128];
+    snprintf(want, sizeof(want), "%s:%d", host, cl.ports[l]);
+    for (uint32_t f = 1; f <= cl.n; f++) {
+        if (f == l)
+            continue;
+        leader_hints(f, hint, status_addr, sizeof(hint));
+        assert_string_equal(hint, want);
+        assert_string_equal(status_addr, want);
+    }
+    /* The leader's own Status names its advertised address too. */
+    Strata__V1__StatusResponse *s = st_tcluster_status(&cl, l, 5000);
+    assert_non_null(s);
+    assert_string_equal(s->leader_addr, want);
+    strata__v1__status_response__free_unpacked(s, NULL);
+
+    /* After a failover the hints follow the new leader, not the address heard before. */
+    st_tcluster_kill(&cl, l);
+    uint32_t old = l;
+    l = st_tcluster_wait_leader(&cl, 10000, old);
+    assert_true(l != 0 && l != old);
+    assert_int_equal(put_to_leader(&l, "k2", "v", &seq), GRPC_STATUS_OK);
+    uint32_t f = 1;
+    while (f == l || f == old)
+        f++;
+    snprintf(want, sizeof(want), "%s:%d", host, cl.ports[l]);
+    leader_hints(f, hint, status_addr, sizeof(hint));
+    assert_string_equal(hint, want);
+    assert_string_equal(status_addr, want);
+    assert_true(st_tcluster_stop(&cl));
+}
+
 int main(void)
 {
     st_rpc_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_the_leader),
         cmocka_unit_test(test_sigterm_hands_over),
+        cmocka_unit_test(test_hints_name_advertised_addresses),
     };
     int rc = cmocka_run_group_tests_name("node_cluster_failover", tests, NULL, NULL);
     grpc_shutdown_blocking();

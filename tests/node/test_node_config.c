@@ -209,6 +209,7 @@ static void test_usage_lists_every_flag(void **state)
                            "--election-ms",
                            "--wal-retain-bytes",
                            "--default-ack",
+                           "--advertise",
                            "--help"};
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
         assert_non_null(strstr(buf, flags[i]));
@@ -271,6 +272,10 @@ static void test_cluster_settings(void **state)
         {"--default-ack", "some", NULL},
         {"--heartbeat-ms", "0", NULL},
         {"--heartbeat-ms", "100", "--election-ms", "150", NULL}, /* under twice the heartbeat */
+        {"--advertise", "hostonly", NULL},
+        {"--advertise", "h:0", NULL},
+        {"--advertise", ":7400", NULL},
+        {"--advertise", "h:74x", NULL},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(parse(&c, bad[i], &help), ST_INVALID_ARGUMENT);
@@ -280,6 +285,15 @@ static void test_cluster_settings(void **state)
     assert_non_null(strstr(st_errmsg(), "--node-id 3"));
     parse(&c, bad[4], &help);
     assert_non_null(strstr(st_errmsg(), "--default-ack"));
+    parse(&c, bad[7], &help);
+    assert_non_null(strstr(st_errmsg(), "--advertise"));
+
+    /* Where clients reach the node, when not at its --peers address. */
+    assert_int_equal(parse(&c, none, &help), ST_OK);
+    assert_string_equal(c.advertise, "");
+    const char *const adv[] = {"--advertise", "203.0.113.7:17401", NULL};
+    assert_int_equal(parse(&c, adv, &help), ST_OK);
+    assert_string_equal(c.advertise, "203.0.113.7:17401");
 
     /* The INI file takes the same keys. */
     char *dir = st_test_mkdtemp("config_cluster");
