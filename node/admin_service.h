@@ -8,7 +8,7 @@
  * FAILED_PRECONDITION on a node that does not lead (the leader's address in the trailing
  * metadata key "strata-leader" when known) and on a standalone node; INVALID_ARGUMENT for a
  * node id that is not a member; DEADLINE_EXCEEDED if the target did not take over in time
- * (this node leads on).
+ * (this node leads on if the target was never told to campaign, and steps down otherwise).
  */
 #ifndef STRATA_NODE_ADMIN_SERVICE_H
 #define STRATA_NODE_ADMIN_SERVICE_H

@@ -61,7 +61,7 @@ static void usage(FILE *f)
             "\n"
             "Commands:\n"
             "  put KEY [VALUE]                 set KEY; VALUE from stdin when absent or '-'\n"
-            "  get KEY                         print the value of KEY\n"
+            "  get KEY [--linearizable]        print the value of KEY\n"
             "  del KEY                         delete KEY\n"
             "  scan [START [END]] [--limit N] [--reverse]\n"
             "                                  print key<TAB>value lines for [START, END)\n"
@@ -81,6 +81,8 @@ static void usage(FILE *f)
             "  --escape           arguments and output with C escapes (\\n \\t \\\\ \\xNN)\n"
             "  --limit N          scan: at most N pairs\n"
             "  --reverse          scan: largest key first\n"
+            "  --linearizable     get: read through the leader, which sees every write\n"
+            "                     acknowledged before (a follower's answer may be behind)\n"
             "  --help             this text\n"
             "\n"
             "get writes the raw value when stdout is not a terminal. Exit status: 0 ok,\n"
@@ -387,7 +389,7 @@ out:
     return rc;
 }
 
-static int cmd_get(conn *k, out_mode mode, int argc, char **argv)
+static int cmd_get(conn *k, out_mode mode, bool linearizable, int argc, char **argv)
 {
     if (argc != 1) {
         fprintf(stderr, "strata: get takes KEY\n");
@@ -403,6 +405,7 @@ static int cmd_get(conn *k, out_mode mode, int argc, char **argv)
     Strata__V1__GetRequest q = STRATA__V1__GET_REQUEST__INIT;
     q.key.data = key.data;
     q.key.len = key.len;
+    q.linearizable = linearizable;
     size_t len;
     uint8_t *req = pack(&q.base, &len);
     st_rpc_result r;
@@ -724,8 +727,18 @@ int main(int argc, char **argv)
     int64_t timeout = 10000;
     out_mode mode = OUT_DEFAULT;
     uint64_t limit = 0;
-    bool reverse = false;
-    enum { O_ADDR = 0x100, O_TIMEOUT, O_HEX, O_ESCAPE, O_LIMIT, O_REVERSE, O_HELP, O_VERBOSE };
+    bool reverse = false, linearizable = false;
+    enum {
+        O_ADDR = 0x100,
+        O_TIMEOUT,
+        O_HEX,
+        O_ESCAPE,
+        O_LIMIT,
+        O_REVERSE,
+        O_HELP,
+        O_VERBOSE,
+        O_LINEARIZABLE
+    };
     static const struct option longopts[] = {
         {"addr", required_argument, NULL, O_ADDR},
         {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -735,6 +748,7 @@ int main(int argc, char **argv)
         {"reverse", no_argument, NULL, O_REVERSE},
         {"help", no_argument, NULL, O_HELP},
         {"verbose", no_argument, NULL, O_VERBOSE},
+        {"linearizable", no_argument, NULL, O_LINEARIZABLE},
         {NULL, 0, NULL, 0},
     };
     opterr = 0;
@@ -773,6 +787,9 @@ int main(int argc, char **argv)
             break;
         case O_VERBOSE:
             verbose = true;
+            break;
+        case O_LINEARIZABLE:
+            linearizable = true;
             break;
         case 'h':
         case O_HELP:
@@ -822,7 +839,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "put") == 0) {
         rc = cmd_put(&k, mode, nargs, args);
     } else if (strcmp(cmd, "get") == 0) {
-        rc = cmd_get(&k, mode, nargs, args);
+        rc = cmd_get(&k, mode, linearizable, nargs, args);
     } else if (strcmp(cmd, "del") == 0) {
         rc = cmd_del(&k, mode, nargs, args);
     } else if (strcmp(cmd, "scan") == 0) {

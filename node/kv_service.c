@@ -185,8 +185,9 @@ static st_ack_level ack_of(const kv_write *w)
     return ack >= ST_ACK_LEADER && ack <= ST_ACK_ALL ? (st_ack_level)ack : w->kv->o.default_ack;
 }
 
-/* A write refused at append: this node does not lead (or is handing leadership over). */
-static void fail_not_leader(st_kv_service *kv, st_call *call, const char *msg)
+/* A write (or linearizable read) refused: this node does not lead (or is handing leadership
+   over). `what` says what goes to the leader. */
+static void fail_not_leader(st_kv_service *kv, st_call *call, const char *msg, const char *what)
 {
     st_replica_info *info = malloc(sizeof(*info));
     if (info)
@@ -199,8 +200,8 @@ static void fail_not_leader(st_kv_service *kv, st_call *call, const char *msg)
         st_replica_leader_addr(kv->o.replica, addr, sizeof(addr));
         if (addr[0])
             st_call_add_trailer(call, "strata-leader", addr);
-        st_call_fail(call, GRPC_STATUS_FAILED_PRECONDITION, "%s: %s (writes go to the leader)",
-                     st_call_method(call)->path, msg);
+        st_call_fail(call, GRPC_STATUS_FAILED_PRECONDITION, "%s: %s (%s go to the leader)",
+                     st_call_method(call)->path, msg, what);
     }
     free(info);
 }
@@ -223,7 +224,7 @@ static void finish_write(kv_write *w, st_status s, const char *msg, uint64_t seq
         else if (s == ST_NOT_LEADER && appended)
             st_call_fail(call, GRPC_STATUS_UNAVAILABLE, "%s: %s", path, msg);
         else if (s == ST_NOT_LEADER && w->kv->o.replica)
-            fail_not_leader(w->kv, call, msg);
+            fail_not_leader(w->kv, call, msg, "writes");
         else
             fail_engine(call, "write failed", s, msg);
     } else if (w->kind == W_PUT) {
@@ -611,10 +612,26 @@ static void on_applied(void *ctx, uint64_t seq)
     }
 }
 
-/* Answer now, or park until min_seq is applied. */
-static void read_or_park(st_kv_service *kv, kv_read *r)
+/* Answer now, or park until min_seq is applied. A linearizable read in a cluster first raises
+   min_seq to the leader's read index (the commit sequence, under a lease). */
+static void read_or_park(st_kv_service *kv, kv_read *r, bool linearizable)
 {
     st_call *call = r->call;
+    if (linearizable && kv->o.replica) {
+        uint64_t seq = 0;
+        st_status s = st_replica_read_index(kv->o.replica, &seq);
+        if (s == ST_NOT_LEADER) {
+            fail_not_leader(kv, call, st_errmsg(), "linearizable reads");
+            return;
+        }
+        if (s != ST_OK) {
+            st_call_fail(call, GRPC_STATUS_UNAVAILABLE, "%s: %s", st_call_method(call)->path,
+                         st_errmsg());
+            return;
+        }
+        if (seq > r->min_seq)
+            r->min_seq = seq;
+    }
     if (r->min_seq == 0 || r->min_seq <= applied_seq(kv)) {
         run_read(r);
         return;
@@ -684,7 +701,7 @@ static void handle_get(void *svc, st_call *call, const uint8_t *req, size_t len,
         st_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "Get: %s", why);
         return;
     }
-    read_or_park(kv, r);
+    read_or_park(kv, r, g->linearizable);
 }
 
 static void handle_scan(void *svc, st_call *call, const uint8_t *req, size_t len, bool has_req)
@@ -708,7 +725,7 @@ static void handle_scan(void *svc, st_call *call, const uint8_t *req, size_t len
                      kv->o.max_key_bytes);
         return;
     }
-    read_or_park(kv, r);
+    read_or_park(kv, r, q->linearizable);
 }
 
 /* ---- lifetime ---------------------------------------------------------------------------- */

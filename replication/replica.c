@@ -66,8 +66,10 @@ typedef struct peer {
     uint64_t prev_term; /* term of the record holding next_seq - 1 */
     uint64_t match_seq; /* known durable there and equal to ours */
     uint64_t applied_seq;
-    size_t inflight[MAX_INFLIGHT_MSGS]; /* sizes of messages sent, not yet answered */
+    size_t inflight[MAX_INFLIGHT_MSGS];     /* sizes of messages sent, not yet answered */
+    int64_t inflight_ns[MAX_INFLIGHT_MSGS]; /* and when they were sent */
     size_t inflight_head, inflight_n;
+    int64_t acked_sent_ns; /* the sending time of the newest message answered in this term */
     uint64_t inflight_bytes;
     int64_t last_sent_ns, last_ack_ns;
     uint64_t sent_commit; /* the commit sequence of the last Append sent */
@@ -111,6 +113,7 @@ struct st_replica {
     char leader_hint[256];
     char advertise[256];   /* ours, from the options ("": our cluster address) */
     int64_t last_heard_ns; /* from a leader (followers) */
+    int64_t started_ns;    /* when this replica was created */
     int64_t election_deadline_ns;
     int64_t lead_since_ns;
     uint64_t election_id;
@@ -414,6 +417,48 @@ st_status st_replica_append(st_replica *r, const st_batch *batch, uint64_t *last
     return s;
 }
 
+st_status st_replica_read_index(st_replica *r, uint64_t *seq)
+{
+    st_status s = ST_OK;
+    pthread_mutex_lock(&r->mu);
+    if (r->role != ST_ROLE_LEADER || r->transferring) {
+        s = not_leader(r);
+        goto out;
+    }
+    /* The lease: the majority-th newest sending time that a member answered (ours: now). */
+    int64_t now = now_ns();
+    int64_t t[ST_MAX_MEMBERS];
+    size_t n = 0;
+    t[n++] = now;
+    for (size_t i = 0; i < r->npeers; i++)
+        t[n++] = r->peers[i].acked_sent_ns;
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && t[j] > t[j - 1]; j--) {
+            int64_t x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    int64_t since = t[st_cluster_majority(&r->cluster) - 1];
+    int64_t lease_ns = (int64_t)r->o.election_ms * 900000; /* 0.9 × election_ms */
+    uint64_t term = 0;
+    if (since == 0 || now - since >= lease_ns) {
+        s = st_error(ST_BUSY,
+                     "node %u leads term %" PRIu64 " but a majority has not confirmed it in "
+                     "the last %u ms; retry shortly",
+                     r->o.node_id, r->ps.term, r->o.election_ms * 9 / 10);
+    } else if (st_db_log_term_at(r->db, r->commit_seq, &term) != ST_OK || term != r->ps.term) {
+        s = st_error(ST_BUSY,
+                     "node %u was just elected and has not committed in its term yet; "
+                     "retry shortly",
+                     r->o.node_id);
+    } else {
+        *seq = r->commit_seq;
+    }
+out:
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}
+
 void st_replica_wait(st_replica *r, uint64_t seq, st_ack_level level, int64_t deadline_ns,
                      st_replica_done_fn done, void *arg)
 {
@@ -517,6 +562,7 @@ static void peer_start(st_replica *r, peer *p, uint64_t last_seq, uint64_t last_
     p->match_seq = 0;
     p->applied_seq = 0;
     p->last_ack_ns = now_ns();
+    p->acked_sent_ns = 0; /* answers to an earlier term prove nothing about this one */
 }
 
 static peer *find_peer(st_replica *r, uint32_t id)
@@ -549,22 +595,27 @@ static bool pack_into(const ProtobufCMessage *msg, st_buf *out)
 
 static void note_sent(peer *p, size_t bytes)
 {
+    p->last_sent_ns = now_ns();
     if (p->inflight_n < MAX_INFLIGHT_MSGS) {
-        p->inflight[(p->inflight_head + p->inflight_n) % MAX_INFLIGHT_MSGS] = bytes;
+        size_t i = (p->inflight_head + p->inflight_n) % MAX_INFLIGHT_MSGS;
+        p->inflight[i] = bytes;
+        p->inflight_ns[i] = p->last_sent_ns;
         p->inflight_n++;
         p->inflight_bytes += bytes;
     }
-    p->last_sent_ns = now_ns();
 }
 
-static void note_answered(peer *p)
+/* The oldest message in flight was answered: returns when it was sent (0 if none was). */
+static int64_t note_answered(peer *p)
 {
     if (p->inflight_n == 0)
-        return;
+        return 0;
     size_t b = p->inflight[p->inflight_head];
+    int64_t sent = p->inflight_ns[p->inflight_head];
     p->inflight_head = (p->inflight_head + 1) % MAX_INFLIGHT_MSGS;
     p->inflight_n--;
     p->inflight_bytes = p->inflight_bytes >= b ? p->inflight_bytes - b : 0;
+    return sent;
 }
 
 /* An Append from next_seq: records if there are any (and room), else empty if allow_empty,
@@ -907,10 +958,13 @@ void st_replica_on_follower_message(st_replica *r, uint32_t peer_id, uint64_t te
     if (!p || r->role != ST_ROLE_LEADER || r->ps.term != term || p->link_term != term)
         goto out;
     p->last_ack_ns = now_ns();
-    note_answered(p);
+    int64_t sent = note_answered(p);
     p->applied_seq = m->applied_seq;
     if (m->rejected)
         goto out;
+    /* It took a message of ours, sent then, in our term: it followed us at that time. */
+    if (sent > p->acked_sent_ns)
+        p->acked_sent_ns = sent;
     if (m->need_snapshot) {
         if (p->state != P_SNAP_SEND && p->state != P_SNAP_START) {
             peer_drop_snapshot(r, p);
@@ -1370,9 +1424,12 @@ void st_replica_on_vote_request(st_replica *r, const Strata__V1__VoteRequest *q,
     bool log_ok = log_up_to_date(q->last_seq, q->last_term, last, last_term);
     /* Leader stickiness: while we hear from a live leader (or are one), ignore candidates,
        unless the leader itself handed over. */
-    bool leader_alive =
-        (r->role == ST_ROLE_LEADER) ||
-        (r->leader_id != 0 && now - r->last_heard_ns < (int64_t)r->o.election_ms * 1000000);
+    int64_t election_ns = (int64_t)r->o.election_ms * 1000000;
+    bool leader_alive = (r->role == ST_ROLE_LEADER) ||
+                        (r->leader_id != 0 && now - r->last_heard_ns < election_ns) ||
+                        /* A node that just started may have followed a leader a moment ago
+                           (read leases count on that): it votes after a timeout too. */
+                        now - r->started_ns < election_ns;
     bool granted = false;
     if (q->term < r->ps.term || (leader_alive && !q->transfer)) {
         granted = false;
@@ -1612,10 +1669,23 @@ st_status st_replica_transfer(st_replica *r, uint32_t target, uint32_t timeout_m
     while (r->role == ST_ROLE_LEADER && r->ps.term == term && now_ns() < deadline && !r->stopping)
         timed_wait(r, now_ns() + 10000000);
     bool moved = !(r->role == ST_ROLE_LEADER && r->ps.term == term);
-    if (!moved) {
+    role_event ev = {0};
+    if (!moved && p->timeout_now) {
+        /* The target was never told to campaign: lead on. */
         r->transferring = false;
         p->timeout_now = false;
         s = st_error(ST_TIMEOUT, "node %u did not take over within %u ms; this node leads on",
+                     p->id, timeout_ms);
+    } else if (!moved) {
+        /* It was told, and may still campaign: its votes ignore the others' leader stickiness,
+           so this node's read lease proves nothing any more. Step down; an ordinary election
+           settles who leads. */
+        r->transferring = false;
+        if (become_follower(r, term, 0, &ev) == ST_OK)
+            reset_election_timer(r);
+        s = st_error(ST_TIMEOUT,
+                     "node %u did not take over within %u ms; this node stepped down and an "
+                     "election will settle who leads",
                      p->id, timeout_ms);
     } else {
         /* Wait (briefly) to learn who leads now, for the caller's report. */
@@ -1625,6 +1695,7 @@ st_status st_replica_transfer(st_replica *r, uint32_t target, uint32_t timeout_m
     if (pause_ms)
         *pause_ms = (uint32_t)((now_ns() - start) / 1000000);
     pthread_mutex_unlock(&r->mu);
+    deliver(r, &ev);
     return s;
 }
 
@@ -1650,6 +1721,7 @@ st_status st_replica_create(const st_replica_options *o, st_db *db, st_replica *
     if (!r)
         return st_error(ST_NO_MEMORY, "out of memory");
     r->o = *o;
+    r->started_ns = now_ns();
     r->o.advertise_addr = NULL; /* copied below */
     if (o->advertise_addr)
         snprintf(r->advertise, sizeof(r->advertise), "%s", o->advertise_addr);

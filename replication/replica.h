@@ -109,6 +109,18 @@ void st_replica_shutdown(st_replica *r);
  */
 st_status st_replica_append(st_replica *r, const st_batch *batch, uint64_t *last_seq);
 
+/*
+ * Leader: the sequence a linearizable read must see (the commit sequence), if this node is
+ * sure it still leads. It is sure while it holds a lease: a majority (itself included) answered
+ * messages it sent less than 0.9 × election_ms ago, and no member votes for another candidate
+ * within election_ms of hearing from a leader or of starting; and once a record of its own term
+ * has committed (until then the commit sequence may lag what an earlier leader committed).
+ * ST_NOT_LEADER (message naming the leader, if known) on a follower or during a hand-over;
+ * ST_BUSY when this node leads but holds no lease now (just elected, or cut off from the
+ * majority): the caller retries or fails the read.
+ */
+st_status st_replica_read_index(st_replica *r, uint64_t *seq);
+
 typedef void (*st_replica_done_fn)(void *arg, st_status s, const char *msg, uint64_t seq);
 
 /*

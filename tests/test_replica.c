@@ -682,6 +682,37 @@ static void test_transfer(void **state)
     cluster_free(c);
 }
 
+/* A hand-over whose TimeoutNow went out but did not make the target leader in time ends with
+   the old leader stepped down (the target might still campaign, past everyone's stickiness,
+   so the old leader's read lease could no longer be trusted); an election follows. */
+static void test_transfer_timeout_steps_down(void **state)
+{
+    (void)state;
+    cluster_t *c = cluster_new(64u << 20);
+    uint32_t leader = wait_leader(c, 3000, 0);
+    assert_int_not_equal(leader, 0);
+    assert_int_equal(put(c, leader, "k", "1", ST_ACK_ALL, 2000, NULL), ST_OK);
+    uint32_t target = leader % N + 1;
+    /* The TimeoutNow is handed to the link, which drops it. */
+    pthread_mutex_lock(&c->mu);
+    c->cut[leader][target] = c->cut[target][leader] = true;
+    pthread_mutex_unlock(&c->mu);
+    uint32_t pause;
+    assert_int_equal(st_replica_transfer(c->nodes[leader]->r, target, 300, &pause), ST_TIMEOUT);
+    assert_non_null(strstr(st_errmsg(), "stepped down"));
+    st_replica_info info;
+    st_replica_info_get(c->nodes[leader]->r, &info);
+    assert_int_not_equal(info.role, ST_ROLE_LEADER);
+    uint64_t ri;
+    assert_int_equal(st_replica_read_index(c->nodes[leader]->r, &ri), ST_NOT_LEADER);
+    pthread_mutex_lock(&c->mu);
+    memset(c->cut, 0, sizeof(c->cut));
+    pthread_mutex_unlock(&c->mu);
+    assert_int_equal(put_retry(c, "k2", "2", ST_ACK_MAJORITY), ST_OK);
+    assert_converged(c, 5000);
+    cluster_free(c);
+}
+
 static void test_stale_term_refused(void **state)
 {
     (void)state;
@@ -721,6 +752,59 @@ static void test_stale_term_refused(void **state)
     uint64_t last;
     st_db_log_state(c->nodes[follower]->db, &last, NULL, NULL);
     assert_true(last == info.last_seq);
+    cluster_free(c);
+}
+
+/*
+ * Read leases: the leader gives a read index (its commit sequence, covering every acknowledged
+ * write) while a majority answers it; a follower refuses; a leader cut off from the others
+ * stops giving one within its lease (0.9 × election_ms), before another leader can be elected.
+ */
+static void test_read_lease(void **state)
+{
+    (void)state;
+    cluster_t *c = cluster_new(64u << 20);
+    uint32_t old = wait_leader(c, 3000, 0);
+    assert_int_not_equal(old, 0);
+    uint64_t seq = 0, ri = 0;
+    assert_int_equal(put(c, old, "k", "1", ST_ACK_MAJORITY, 2000, &seq), ST_OK);
+    st_status s = ST_BUSY;
+    for (int t = 0; t < 200 && s != ST_OK; t++) {
+        s = st_replica_read_index(c->nodes[old]->r, &ri);
+        if (s != ST_OK)
+            sleep_ms(5);
+    }
+    assert_int_equal(s, ST_OK);
+    assert_true(ri >= seq);
+    uint32_t follower = old % N + 1;
+    assert_int_equal(st_replica_read_index(c->nodes[follower]->r, &ri), ST_NOT_LEADER);
+    assert_non_null(strstr(st_errmsg(), "leader is node"));
+
+    /* Cut the leader off: past its lease it gives no read index, leader or not. */
+    pthread_mutex_lock(&c->mu);
+    for (uint32_t i = 1; i <= N; i++)
+        c->cut[old][i] = c->cut[i][old] = i != old;
+    pthread_mutex_unlock(&c->mu);
+    sleep_ms(100 * 9 / 10 + 30);
+    s = st_replica_read_index(c->nodes[old]->r, &ri);
+    assert_true(s == ST_BUSY || s == ST_NOT_LEADER);
+    uint32_t next = wait_leader(c, 3000, old);
+    assert_int_not_equal(next, 0);
+    assert_int_equal(put(c, next, "k", "2", ST_ACK_MAJORITY, 2000, &seq), ST_OK);
+    s = st_replica_read_index(c->nodes[old]->r, &ri);
+    assert_true(s == ST_BUSY || s == ST_NOT_LEADER);
+    /* The new leader gives one that covers the new write. */
+    s = ST_BUSY;
+    for (int t = 0; t < 200 && s != ST_OK; t++) {
+        s = st_replica_read_index(c->nodes[next]->r, &ri);
+        if (s != ST_OK)
+            sleep_ms(5);
+    }
+    assert_int_equal(s, ST_OK);
+    assert_true(ri >= seq);
+    pthread_mutex_lock(&c->mu);
+    memset(c->cut, 0, sizeof(c->cut));
+    pthread_mutex_unlock(&c->mu);
     cluster_free(c);
 }
 
@@ -790,8 +874,10 @@ int main(void)
         cmocka_unit_test(test_partitioned_leader),
         cmocka_unit_test(test_snapshot_catch_up),
         cmocka_unit_test(test_transfer),
+        cmocka_unit_test(test_transfer_timeout_steps_down),
         cmocka_unit_test(test_stale_term_refused),
         cmocka_unit_test(test_commit_without_records),
+        cmocka_unit_test(test_read_lease),
     };
     return cmocka_run_group_tests_name("replica", tests, NULL, NULL);
 }

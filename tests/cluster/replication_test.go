@@ -352,6 +352,11 @@ func TestDeposedLeader(t *testing.T) {
 	oldSt, err := c.Status(old, time.Second)
 	must(t, err)
 	kv := c.KV(old) // connected: requests sent while it is paused wait in its socket
+	lctx, lcancel := context.WithTimeout(ctx, 5*time.Second*harness.Slow())
+	_, err = kv.Put(lctx, &pb.PutRequest{Key: []byte("d/lin"), Value: []byte("before"),
+		Ack: pb.AckLevel_ACK_MAJORITY})
+	lcancel()
+	must(t, err)
 
 	must(t, old.Pause())
 	others := []*harness.Node{}
@@ -366,6 +371,25 @@ func TestDeposedLeader(t *testing.T) {
 	must(t, err)
 	c.Logf("new leader %v in term %d (old: %v in term %d)", leader, newSt.Term, old, oldSt.Term)
 	must(t, c.Load(ctx, "d/", 200, 400, 20, 2, pb.AckLevel_ACK_MAJORITY, value, nil))
+	lctx, lcancel = context.WithTimeout(ctx, 5*time.Second*harness.Slow())
+	_, err = c.KV(leader).Put(lctx, &pb.PutRequest{Key: []byte("d/lin"), Value: []byte("after"),
+		Ack: pb.AckLevel_ACK_MAJORITY})
+	lcancel()
+	must(t, err)
+
+	// A linearizable read sent to the deposed leader (it reaches it when it resumes) must not
+	// see the value it had before: it is refused, or it sees the new one.
+	linDone := make(chan error, 1)
+	var linValue []byte
+	go func() {
+		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second*harness.Slow())
+		defer ccancel()
+		resp, err := kv.Get(cctx, &pb.GetRequest{Key: []byte("d/lin"), Linearizable: true})
+		if err == nil {
+			linValue = resp.Value
+		}
+		linDone <- err
+	}()
 
 	// Writes to the deposed leader: some sent while it is paused, some right after it resumes.
 	const stale = 40
@@ -389,6 +413,12 @@ func TestDeposedLeader(t *testing.T) {
 		go send(i)
 	}
 	wg.Wait()
+	if err := <-linDone; err == nil && string(linValue) != "after" {
+		t.Errorf("a linearizable read on the deposed leader %v returned %q, not \"after\"", old,
+			linValue)
+	} else {
+		c.Logf("linearizable read on the deposed leader: value %q, error %v", linValue, err)
+	}
 	codesSeen := map[codes.Code]int{}
 	for i, err := range results {
 		if err == nil {

@@ -274,6 +274,98 @@ static void test_follower_write_names_the_leader(void **state)
     st_rpc_result_free(&r);
 }
 
+static int cli(const char *const *args, char **out, char **err);
+
+/* A linearizable Get (or Scan) of key on node id: the status; on OK the value must be `want`
+   and the read's sequence at least min_seq. *res keeps the result (free it) when not NULL. */
+static grpc_status_code read_linearizable(uint32_t id, bool scan, const char *key, const char *want,
+                                          uint64_t min_seq, st_rpc_result *res)
+{
+    st_rpc_result r;
+    if (!scan) {
+        Strata__V1__GetRequest q = STRATA__V1__GET_REQUEST__INIT;
+        q.key = bin(key);
+        q.linearizable = true;
+        st_call_msg(cl.clients[id], "/strata.v1.KV/Get", &q.base, 10000, &r);
+        if (r.code == GRPC_STATUS_OK) {
+            Strata__V1__GetResponse *p = strata__v1__get_response__unpack(NULL, r.resp_len, r.resp);
+            assert_non_null(p);
+            assert_true(p->seq >= min_seq);
+            assert_int_equal(p->value.len, strlen(want));
+            assert_memory_equal(p->value.data, want, strlen(want));
+            strata__v1__get_response__free_unpacked(p, NULL);
+        }
+    } else {
+        Strata__V1__ScanRequest q = STRATA__V1__SCAN_REQUEST__INIT;
+        q.start = bin(key);
+        q.limit = 1;
+        q.linearizable = true;
+        uint8_t buf[64];
+        size_t len = strata__v1__scan_request__pack(&q, buf);
+        st_rpc_stream *s =
+            st_rpc_stream_open(cl.clients[id], "/strata.v1.KV/Scan", buf, len, 10000);
+        assert_non_null(s);
+        size_t pairs = 0;
+        uint8_t *msg;
+        size_t mlen;
+        while (st_rpc_stream_next(s, &msg, &mlen)) {
+            Strata__V1__ScanResponse *p = strata__v1__scan_response__unpack(NULL, mlen, msg);
+            free(msg);
+            assert_non_null(p);
+            assert_true(p->seq >= min_seq);
+            for (size_t i = 0; i < p->n_pairs; i++, pairs++) {
+                assert_int_equal(p->pairs[i]->value.len, strlen(want));
+                assert_memory_equal(p->pairs[i]->value.data, want, strlen(want));
+            }
+            strata__v1__scan_response__free_unpacked(p, NULL);
+        }
+        st_rpc_stream_close(s, &r);
+        if (r.code == GRPC_STATUS_OK)
+            assert_int_equal(pairs, 1);
+    }
+    grpc_status_code code = r.code;
+    if (res)
+        *res = r;
+    else
+        st_rpc_result_free(&r);
+    return code;
+}
+
+static void test_linearizable_reads(void **state)
+{
+    (void)state;
+    uint32_t l = leader();
+    uint32_t f = st_tcluster_follower(&cl, l);
+    uint64_t seq = 0;
+    assert_int_equal(put(l, "lin", "1", STRATA__V1__ACK_LEVEL__ACK_MAJORITY, &seq), GRPC_STATUS_OK);
+    /* The leader serves them (a node just elected may answer UNAVAILABLE for a moment). */
+    for (int scan = 0; scan <= 1; scan++) {
+        grpc_status_code code = GRPC_STATUS_UNAVAILABLE;
+        for (int t = 0; t < 100 && code == GRPC_STATUS_UNAVAILABLE; t++) {
+            code = read_linearizable(l, scan, "lin", "1", seq, NULL);
+            if (code == GRPC_STATUS_UNAVAILABLE)
+                usleep(20000);
+        }
+        assert_int_equal(code, GRPC_STATUS_OK);
+    }
+    /* A follower sends them to the leader. */
+    st_rpc_result r;
+    assert_int_equal(read_linearizable(f, false, "lin", "1", seq, &r),
+                     GRPC_STATUS_FAILED_PRECONDITION);
+    const char *hint = st_rpc_result_trailer(&r, "strata-leader");
+    assert_non_null(hint);
+    assert_string_equal(hint, cl.nodes[l].addr);
+    assert_non_null(strstr(r.details, "linearizable reads go to the leader"));
+    st_rpc_result_free(&r);
+    /* And so does the CLI, which follows the hint. */
+    char *out, *err;
+    const char *const args[] = {"--addr", cl.nodes[f].addr, "get", "--linearizable", "lin", NULL};
+    assert_int_equal(cli(args, &out, &err), 0);
+    assert_string_equal(out, "1");
+    free(out);
+    free(err);
+}
+
 /* ---- Status and health -------------------------------------------------------------------- */
 
 static void test_status_shows_roles_and_peers(void **state)
@@ -663,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_majority_write_is_read_everywhere),
         cmocka_unit_test(test_ack_levels),
         cmocka_unit_test(test_follower_write_names_the_leader),
+        cmocka_unit_test(test_linearizable_reads),
         cmocka_unit_test(test_status_shows_roles_and_peers),
         cmocka_unit_test(test_health_per_role),
         cmocka_unit_test(test_promote_loses_no_acknowledged_write),

@@ -548,6 +548,28 @@ static void test_min_seq(void **state)
     scan_free(&o);
 }
 
+/* A standalone node is its own leader: a linearizable read is served at once, with the latest
+   acknowledged write. */
+static void test_linearizable_standalone(void **state)
+{
+    (void)state;
+    uint64_t s;
+    assert_int_equal(put(client, "lz/a", 4, "A2", 2, &s), GRPC_STATUS_OK);
+    Strata__V1__GetRequest q = STRATA__V1__GET_REQUEST__INIT;
+    q.key = bin("lz/a", 4);
+    q.linearizable = true;
+    st_rpc_result r;
+    st_call_msg(client, "/strata.v1.KV/Get", &q.base, 5000, &r);
+    assert_int_equal(r.code, GRPC_STATUS_OK);
+    Strata__V1__GetResponse *p = strata__v1__get_response__unpack(NULL, r.resp_len, r.resp);
+    assert_non_null(p);
+    assert_true(p->seq >= s);
+    assert_int_equal(p->value.len, 2);
+    assert_memory_equal(p->value.data, "A2", 2);
+    strata__v1__get_response__free_unpacked(p, NULL);
+    st_rpc_result_free(&r);
+}
+
 static void test_status(void **state)
 {
     (void)state;
@@ -597,6 +619,7 @@ int main(void)
         cmocka_unit_test(test_write_batch_atomic),
         cmocka_unit_test(test_concurrent_writes_distinct_sequences),
         cmocka_unit_test(test_min_seq),
+        cmocka_unit_test(test_linearizable_standalone),
         cmocka_unit_test(test_status),
     };
     return cmocka_run_group_tests_name("node_kv", tests, setup, teardown);

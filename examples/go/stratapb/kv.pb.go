@@ -224,7 +224,14 @@ type GetRequest struct {
 	// the node's last applied sequence, the call waits until that sequence is applied or its
 	// deadline passes (DEADLINE_EXCEEDED); a call without a deadline is answered at once with
 	// FAILED_PRECONDITION rather than waiting forever.
-	MinSeq        uint64 `protobuf:"varint,2,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	MinSeq uint64 `protobuf:"varint,2,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	// Read what every write acknowledged before this call started, wherever it was written (a
+	// linearizable read, as etcd's default Range). Only the leader serves it: a follower answers
+	// FAILED_PRECONDITION with the leader's address in the `strata-leader` trailer, and a leader
+	// not confirmed by a majority within its lease (just elected, or cut off) UNAVAILABLE, to be
+	// retried. Without it (the default) any node answers from what it has applied, which on a
+	// follower or a deposed leader may be behind. A standalone node is always linearizable.
+	Linearizable  bool `protobuf:"varint,3,opt,name=linearizable,proto3" json:"linearizable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -271,6 +278,13 @@ func (x *GetRequest) GetMinSeq() uint64 {
 		return x.MinSeq
 	}
 	return 0
+}
+
+func (x *GetRequest) GetLinearizable() bool {
+	if x != nil {
+		return x.Linearizable
+	}
+	return false
 }
 
 type GetResponse struct {
@@ -622,7 +636,10 @@ type ScanRequest struct {
 	// Return the pairs from the end of the range backwards (largest key first).
 	Reverse bool `protobuf:"varint,4,opt,name=reverse,proto3" json:"reverse,omitempty"`
 	// As GetRequest.min_seq.
-	MinSeq        uint64 `protobuf:"varint,5,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	MinSeq uint64 `protobuf:"varint,5,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	// As GetRequest.linearizable: the scan's snapshot holds every write acknowledged before the
+	// call started.
+	Linearizable  bool `protobuf:"varint,6,opt,name=linearizable,proto3" json:"linearizable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -690,6 +707,13 @@ func (x *ScanRequest) GetMinSeq() uint64 {
 		return x.MinSeq
 	}
 	return 0
+}
+
+func (x *ScanRequest) GetLinearizable() bool {
+	if x != nil {
+		return x.Linearizable
+	}
+	return false
 }
 
 type KeyValue struct {
@@ -907,11 +931,12 @@ const file_strata_v1_kv_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12%\n" +
 	"\x03ack\x18\x03 \x01(\x0e2\x13.strata.v1.AckLevelR\x03ack\"\x1f\n" +
 	"\vPutResponse\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"7\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"[\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x17\n" +
-	"\amin_seq\x18\x02 \x01(\x04R\x06minSeq\"5\n" +
+	"\amin_seq\x18\x02 \x01(\x04R\x06minSeq\x12\"\n" +
+	"\flinearizable\x18\x03 \x01(\bR\flinearizable\"5\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"H\n" +
@@ -933,13 +958,14 @@ const file_strata_v1_kv_proto_rawDesc = "" +
 	"\tmutations\x18\x01 \x03(\v2\x13.strata.v1.MutationR\tmutations\x12%\n" +
 	"\x03ack\x18\x02 \x01(\x0e2\x13.strata.v1.AckLevelR\x03ack\"!\n" +
 	"\rWriteResponse\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"~\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xa2\x01\n" +
 	"\vScanRequest\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\fR\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\fR\x03end\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x04R\x05limit\x12\x18\n" +
 	"\areverse\x18\x04 \x01(\bR\areverse\x12\x17\n" +
-	"\amin_seq\x18\x05 \x01(\x04R\x06minSeq\"2\n" +
+	"\amin_seq\x18\x05 \x01(\x04R\x06minSeq\x12\"\n" +
+	"\flinearizable\x18\x06 \x01(\bR\flinearizable\"2\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"K\n" +
