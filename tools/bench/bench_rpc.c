@@ -595,8 +595,11 @@ static bool encode(run_ctx *rc, slot *s, size_t *len)
         break;
     }
     case OP_GET: {
+        /* Linearizable, as etcd's default Range it is set beside (free on one node; on a
+           cluster the load goes to the leader anyway). */
         Strata__V1__GetRequest m = STRATA__V1__GET_REQUEST__INIT;
         m.key = key;
+        m.linearizable = true;
         if (!ensure_req(s, strata__v1__get_request__get_packed_size(&m)))
             return false;
         *len = strata__v1__get_request__pack(&m, s->req);
@@ -606,6 +609,7 @@ static bool encode(run_ctx *rc, slot *s, size_t *len)
         Strata__V1__ScanRequest m = STRATA__V1__SCAN_REQUEST__INIT;
         m.start = key;
         m.limit = f->scan_len;
+        m.linearizable = true;
         if (!ensure_req(s, strata__v1__scan_request__get_packed_size(&m)))
             return false;
         *len = strata__v1__scan_request__pack(&m, s->req);
