@@ -352,6 +352,19 @@ static bool log_up_to_date(uint64_t their_seq, uint64_t their_term, uint64_t my_
 
 /* ---- the leader: appends, commit ---------------------------------------------------------- */
 
+/* The value a majority of the n members' values (ours first) reaches: the majority-th highest.
+   Sorts v. */
+static uint64_t majority_value(const st_replica *r, uint64_t *v, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && v[j] > v[j - 1]; j--) {
+            uint64_t t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return v[st_cluster_majority(&r->cluster) - 1];
+}
+
 /* Recompute the commit sequence from the matches (mu held, leader). */
 static void advance_commit(st_replica *r)
 {
@@ -360,14 +373,7 @@ static void advance_commit(st_replica *r)
     m[n++] = r->self_match;
     for (size_t i = 0; i < r->npeers; i++)
         m[n++] = r->peers[i].match_seq;
-    /* The majority-th highest match. */
-    for (size_t i = 1; i < n; i++)
-        for (size_t j = i; j > 0 && m[j] > m[j - 1]; j--) {
-            uint64_t t = m[j];
-            m[j] = m[j - 1];
-            m[j - 1] = t;
-        }
-    uint64_t cand = m[st_cluster_majority(&r->cluster) - 1];
+    uint64_t cand = majority_value(r, m, n);
     if (cand <= r->commit_seq)
         return;
     uint64_t term;
@@ -425,20 +431,14 @@ st_status st_replica_read_index(st_replica *r, uint64_t *seq)
         s = not_leader(r);
         goto out;
     }
-    /* The lease: the majority-th newest sending time that a member answered (ours: now). */
+    /* The lease runs from the newest sending time a majority answered (ours: now). */
     int64_t now = now_ns();
-    int64_t t[ST_MAX_MEMBERS];
+    uint64_t t[ST_MAX_MEMBERS];
     size_t n = 0;
-    t[n++] = now;
+    t[n++] = (uint64_t)now;
     for (size_t i = 0; i < r->npeers; i++)
-        t[n++] = r->peers[i].acked_sent_ns;
-    for (size_t i = 1; i < n; i++)
-        for (size_t j = i; j > 0 && t[j] > t[j - 1]; j--) {
-            int64_t x = t[j];
-            t[j] = t[j - 1];
-            t[j - 1] = x;
-        }
-    int64_t since = t[st_cluster_majority(&r->cluster) - 1];
+        t[n++] = (uint64_t)r->peers[i].acked_sent_ns;
+    int64_t since = (int64_t)majority_value(r, t, n);
     int64_t lease_ns = (int64_t)r->o.election_ms * 900000; /* 0.9 × election_ms */
     uint64_t term = 0;
     if (since == 0 || now - since >= lease_ns) {
