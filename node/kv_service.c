@@ -617,11 +617,13 @@ static void on_applied(void *ctx, uint64_t seq)
 static void read_or_park(st_kv_service *kv, kv_read *r, bool linearizable)
 {
     st_call *call = r->call;
+    uint64_t seq = 0; /* the read index: committed already, so it is applied soon */
     if (linearizable && kv->o.replica) {
-        uint64_t seq = 0;
         st_status s = st_replica_read_index(kv->o.replica, &seq);
         if (s == ST_NOT_LEADER) {
-            fail_not_leader(kv, call, st_errmsg(), "linearizable reads");
+            char msg[512];
+            snprintf(msg, sizeof(msg), "%s", st_errmsg());
+            fail_not_leader(kv, call, msg, "linearizable reads");
             return;
         }
         if (s != ST_OK) {
@@ -636,7 +638,7 @@ static void read_or_park(st_kv_service *kv, kv_read *r, bool linearizable)
         run_read(r);
         return;
     }
-    if (st_call_deadline_ns(call) == INT64_MAX) {
+    if (st_call_deadline_ns(call) == INT64_MAX && r->min_seq > seq) {
         st_call_fail(call, GRPC_STATUS_FAILED_PRECONDITION,
                      "min_seq %llu is ahead of the node's last applied sequence %llu, and the "
                      "call has no deadline to wait with",

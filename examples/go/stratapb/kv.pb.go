@@ -229,8 +229,10 @@ type GetRequest struct {
 	// linearizable read, as etcd's default Range). Only the leader serves it: a follower answers
 	// FAILED_PRECONDITION with the leader's address in the `strata-leader` trailer, and a leader
 	// not confirmed by a majority within its lease (just elected, or cut off) UNAVAILABLE, to be
-	// retried. Without it (the default) any node answers from what it has applied, which on a
-	// follower or a deposed leader may be behind. A standalone node is always linearizable.
+	// retried. The leader answers once it has applied its commit sequence (a short wait, also
+	// for calls without a deadline). Without it (the default) any node answers from what it has
+	// applied, which on a follower or a deposed leader may be behind. A standalone node is always
+	// linearizable.
 	Linearizable  bool `protobuf:"varint,3,opt,name=linearizable,proto3" json:"linearizable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
