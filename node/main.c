@@ -244,6 +244,9 @@ int main(int argc, char **argv)
     }
     char addr[300];
     bound_address(cfg.listen, port, addr, sizeof(addr));
+    st_log(ST_LOG_INFO, "listening", "addr=%s node_id=%llu workers=%u version=%s", addr,
+           (unsigned long long)cfg.node_id, cfg.workers, STRATA_VERSION);
+    /* Last: whoever waits for the port file finds the log complete up to here. */
     if (cfg.port_file[0]) {
         s = write_port_file(cfg.port_file, port);
         if (s != ST_OK) {
@@ -251,8 +254,6 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    st_log(ST_LOG_INFO, "listening", "addr=%s node_id=%llu workers=%u version=%s", addr,
-           (unsigned long long)cfg.node_id, cfg.workers, STRATA_VERSION);
 
     serving = true;
     int sig = 0;
