@@ -70,6 +70,30 @@ static bool is_cut(cluster_t *c, uint32_t a, uint32_t b)
     return cut;
 }
 
+/* Cut (cut true) or mend the links between a and b, both ways. */
+static void set_cut(cluster_t *c, uint32_t a, uint32_t b, bool cut)
+{
+    pthread_mutex_lock(&c->mu);
+    c->cut[a][b] = c->cut[b][a] = cut;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Cut node id off from every other node. */
+static void isolate(cluster_t *c, uint32_t id)
+{
+    for (uint32_t i = 1; i <= N; i++)
+        if (i != id)
+            set_cut(c, id, i, true);
+}
+
+/* Mend every link. */
+static void heal(cluster_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    memset(c->cut, 0, sizeof(c->cut));
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void sleep_ms(int ms)
 {
     usleep((useconds_t)ms * 1000);
@@ -563,11 +587,7 @@ static void test_partitioned_leader(void **state)
     assert_int_not_equal(old, 0);
     assert_int_equal(put(c, old, "before", "1", ST_ACK_MAJORITY, 2000, NULL), ST_OK);
     /* Cut the leader off from both others. */
-    pthread_mutex_lock(&c->mu);
-    for (uint32_t i = 1; i <= N; i++) {
-        c->cut[old][i] = c->cut[i][old] = i != old;
-    }
-    pthread_mutex_unlock(&c->mu);
+    isolate(c, old);
     /* It cannot commit: the write times out and is never reported as a success. */
     st_status s = put(c, old, "lost", "x", ST_ACK_MAJORITY, 300, NULL);
     assert_true(s == ST_TIMEOUT || s == ST_NOT_LEADER);
@@ -585,9 +605,7 @@ static void test_partitioned_leader(void **state)
     }
     assert_int_not_equal(info.role, ST_ROLE_LEADER);
     /* Heal: the old leader drops its unacknowledged "lost" and converges. */
-    pthread_mutex_lock(&c->mu);
-    memset(c->cut, 0, sizeof(c->cut));
-    pthread_mutex_unlock(&c->mu);
+    heal(c);
     assert_converged(c, 5000);
     uint8_t *v;
     size_t vl;
@@ -694,9 +712,7 @@ static void test_transfer_timeout_steps_down(void **state)
     assert_int_equal(put(c, leader, "k", "1", ST_ACK_ALL, 2000, NULL), ST_OK);
     uint32_t target = leader % N + 1;
     /* The TimeoutNow is handed to the link, which drops it. */
-    pthread_mutex_lock(&c->mu);
-    c->cut[leader][target] = c->cut[target][leader] = true;
-    pthread_mutex_unlock(&c->mu);
+    set_cut(c, leader, target, true);
     uint32_t pause;
     assert_int_equal(st_replica_transfer(c->nodes[leader]->r, target, 300, &pause), ST_TIMEOUT);
     assert_non_null(strstr(st_errmsg(), "stepped down"));
@@ -705,9 +721,7 @@ static void test_transfer_timeout_steps_down(void **state)
     assert_int_not_equal(info.role, ST_ROLE_LEADER);
     uint64_t ri;
     assert_int_equal(st_replica_read_index(c->nodes[leader]->r, &ri), ST_NOT_LEADER);
-    pthread_mutex_lock(&c->mu);
-    memset(c->cut, 0, sizeof(c->cut));
-    pthread_mutex_unlock(&c->mu);
+    heal(c);
     assert_int_equal(put_retry(c, "k2", "2", ST_ACK_MAJORITY), ST_OK);
     assert_converged(c, 5000);
     cluster_free(c);
@@ -788,10 +802,7 @@ static void test_read_lease(void **state)
     }
 
     /* Cut the leader off: past its lease it gives no read index, leader or not. */
-    pthread_mutex_lock(&c->mu);
-    for (uint32_t i = 1; i <= N; i++)
-        c->cut[old][i] = c->cut[i][old] = i != old;
-    pthread_mutex_unlock(&c->mu);
+    isolate(c, old);
     sleep_ms(100 * 9 / 10 + 30);
     s = st_replica_read_index(c->nodes[old]->r, &ri);
     assert_true(s == ST_BUSY || s == ST_NOT_LEADER);
@@ -809,9 +820,7 @@ static void test_read_lease(void **state)
     }
     assert_int_equal(s, ST_OK);
     assert_true(ri >= seq);
-    pthread_mutex_lock(&c->mu);
-    memset(c->cut, 0, sizeof(c->cut));
-    pthread_mutex_unlock(&c->mu);
+    heal(c);
     cluster_free(c);
 }
 

@@ -130,7 +130,45 @@ static uint32_t leader(void)
     return l;
 }
 
+/* Scan with q on node id: every message must read at min_seq or later; each pair goes to
+   pair(kv, ctx). The status; *res keeps the whole result (free it) when res is not NULL. */
+static grpc_status_code scan_on(uint32_t id, const Strata__V1__ScanRequest *q, uint64_t min_seq,
+                                void (*pair)(const Strata__V1__KeyValue *kv, void *ctx), void *ctx,
+                                st_rpc_result *res)
+{
+    uint8_t buf[256];
+    assert_true(strata__v1__scan_request__get_packed_size(q) <= sizeof(buf));
+    size_t len = strata__v1__scan_request__pack(q, buf);
+    st_rpc_stream *s = st_rpc_stream_open(cl.clients[id], "/strata.v1.KV/Scan", buf, len, 10000);
+    assert_non_null(s);
+    uint8_t *msg;
+    size_t mlen;
+    while (st_rpc_stream_next(s, &msg, &mlen)) {
+        Strata__V1__ScanResponse *p = strata__v1__scan_response__unpack(NULL, mlen, msg);
+        free(msg);
+        assert_non_null(p);
+        assert_true(p->seq >= min_seq);
+        for (size_t i = 0; i < p->n_pairs; i++)
+            pair(p->pairs[i], ctx);
+        strata__v1__scan_response__free_unpacked(p, NULL);
+    }
+    st_rpc_result r;
+    st_rpc_stream_close(s, &r);
+    grpc_status_code code = r.code;
+    if (res)
+        *res = r;
+    else
+        st_rpc_result_free(&r);
+    return code;
+}
+
 /* ---- writes and reads ------------------------------------------------------------------- */
+
+static void count_alpha_beta(const Strata__V1__KeyValue *kv, void *ctx)
+{
+    *(size_t *)ctx += (kv->key.len == 5 && memcmp(kv->key.data, "alpha", 5) == 0) ||
+                      (kv->key.len == 4 && memcmp(kv->key.data, "beta", 4) == 0);
+}
 
 static void test_majority_write_is_read_everywhere(void **state)
 {
@@ -155,28 +193,8 @@ static void test_majority_write_is_read_everywhere(void **state)
     uint32_t f = st_tcluster_follower(&cl, l);
     Strata__V1__ScanRequest q = STRATA__V1__SCAN_REQUEST__INIT;
     q.min_seq = seq2;
-    uint8_t buf[64];
-    size_t len = strata__v1__scan_request__pack(&q, buf);
-    st_rpc_stream *s = st_rpc_stream_open(cl.clients[f], "/strata.v1.KV/Scan", buf, len, 10000);
-    assert_non_null(s);
     size_t pairs = 0;
-    uint8_t *msg;
-    size_t mlen;
-    while (st_rpc_stream_next(s, &msg, &mlen)) {
-        Strata__V1__ScanResponse *p = strata__v1__scan_response__unpack(NULL, mlen, msg);
-        free(msg);
-        assert_non_null(p);
-        for (size_t i = 0; i < p->n_pairs; i++)
-            pairs +=
-                (p->pairs[i]->key.len == 5 && memcmp(p->pairs[i]->key.data, "alpha", 5) == 0) ||
-                (p->pairs[i]->key.len == 4 && memcmp(p->pairs[i]->key.data, "beta", 4) == 0);
-        assert_true(p->seq >= seq2);
-        strata__v1__scan_response__free_unpacked(p, NULL);
-    }
-    st_rpc_result r;
-    st_rpc_stream_close(s, &r);
-    assert_int_equal(r.code, GRPC_STATUS_OK);
-    st_rpc_result_free(&r);
+    assert_int_equal(scan_on(f, &q, seq2, count_alpha_beta, &pairs, NULL), GRPC_STATUS_OK);
     assert_int_equal(pairs, 2);
 }
 
@@ -276,6 +294,19 @@ static void test_follower_write_names_the_leader(void **state)
 
 static int cli(const char *const *args, char **out, char **err);
 
+typedef struct value_check {
+    const char *want;
+    size_t pairs;
+} value_check;
+
+static void check_value(const Strata__V1__KeyValue *kv, void *ctx)
+{
+    value_check *vc = ctx;
+    assert_int_equal(kv->value.len, strlen(vc->want));
+    assert_memory_equal(kv->value.data, vc->want, strlen(vc->want));
+    vc->pairs++;
+}
+
 /* A linearizable Get (or Scan) of key on node id: the status; on OK the value must be `want`
    and the read's sequence at least min_seq. *res keeps the result (free it) when not NULL. */
 static grpc_status_code read_linearizable(uint32_t id, bool scan, const char *key, const char *want,
@@ -300,28 +331,9 @@ static grpc_status_code read_linearizable(uint32_t id, bool scan, const char *ke
         q.start = bin(key);
         q.limit = 1;
         q.linearizable = true;
-        uint8_t buf[64];
-        size_t len = strata__v1__scan_request__pack(&q, buf);
-        st_rpc_stream *s =
-            st_rpc_stream_open(cl.clients[id], "/strata.v1.KV/Scan", buf, len, 10000);
-        assert_non_null(s);
-        size_t pairs = 0;
-        uint8_t *msg;
-        size_t mlen;
-        while (st_rpc_stream_next(s, &msg, &mlen)) {
-            Strata__V1__ScanResponse *p = strata__v1__scan_response__unpack(NULL, mlen, msg);
-            free(msg);
-            assert_non_null(p);
-            assert_true(p->seq >= min_seq);
-            for (size_t i = 0; i < p->n_pairs; i++, pairs++) {
-                assert_int_equal(p->pairs[i]->value.len, strlen(want));
-                assert_memory_equal(p->pairs[i]->value.data, want, strlen(want));
-            }
-            strata__v1__scan_response__free_unpacked(p, NULL);
-        }
-        st_rpc_stream_close(s, &r);
-        if (r.code == GRPC_STATUS_OK)
-            assert_int_equal(pairs, 1);
+        value_check vc = {want, 0};
+        if (scan_on(id, &q, min_seq, check_value, &vc, &r) == GRPC_STATUS_OK)
+            assert_int_equal(vc.pairs, 1);
     }
     grpc_status_code code = r.code;
     if (res)
