@@ -533,6 +533,17 @@ static st_writer *write_group(st_db *db, st_writer *leader)
             leader->kind == ST_W_RECORDS ? leader->records[i] : st_slice_make(g->data, g->len);
         s = st_wal_append(db->wal, rec, &offsets[i]);
     }
+    if (s == ST_OK && leader->kind == ST_W_APPEND) {
+        /* Readable by log iterators now: tell whoever ships the log, before the sync. */
+        uint64_t seq = first_seq - 1;
+        for (st_writer *w = leader;; w = w->next) {
+            seq += w->count;
+            if (w->written)
+                w->written(w->written_ctx, seq);
+            if (w == last)
+                break;
+        }
+    }
     bool synced = false;
     if (s == ST_OK)
         s = maybe_sync(db, &synced);
@@ -594,13 +605,27 @@ out:
     return last;
 }
 
-/* Apply pending records up to leader->arg, a record at a time so the memtable can switch. */
-static void apply_pending(st_db *db, st_writer *leader)
+/*
+ * Apply pending records up to `upto`, a record at a time so that the memtable can switch between
+ * two (apply_mu and mu held; mu released around each insert). Without may_switch it stops at a
+ * full memtable instead and sets *full: a switch starts a WAL segment, so it takes the queue.
+ */
+static st_status apply_upto(st_db *db, uint64_t upto, bool may_switch, bool *full)
 {
-    st_status s = ST_OK;
-    while (db->npending > 0 && db->pending[0].last_seq <= leader->arg) {
-        if ((s = make_room(db, false)))
-            break;
+    *full = false;
+    while (db->npending > 0 && db->pending[0].last_seq <= upto) {
+        st_status s;
+        if (may_switch) {
+            if ((s = make_room(db, false)))
+                return s;
+        } else if (db->bg_error) {
+            return bg_error_status(db);
+        } else if (db->shutting_down) {
+            return st_error(ST_SHUTDOWN, "the database is closing");
+        } else if (st_memtable_bytes(db->mem) >= db->opts.memtable_bytes) {
+            *full = true;
+            return ST_OK;
+        }
         st_pending p = db->pending[0];
         st_memtable *mem = db->mem;
         pthread_mutex_unlock(&db->mu);
@@ -608,13 +633,21 @@ static void apply_pending(st_db *db, st_writer *leader)
         pthread_mutex_lock(&db->mu);
         if (s) {
             st_db_set_bg_error(db, s, st_errmsg());
-            break;
+            return s;
         }
         atomic_store_explicit(&db->visible_seq, p.last_seq, memory_order_release);
         free(p.data);
         memmove(db->pending, db->pending + 1, (db->npending - 1) * sizeof(*db->pending));
         db->npending--;
     }
+    return ST_OK;
+}
+
+/* The queue's way to apply: it may switch the memtable (mu and apply_mu held). */
+static void apply_pending(st_db *db, st_writer *leader)
+{
+    bool full;
+    st_status s = apply_upto(db, leader->arg, true, &full);
     if (s)
         writer_fail(leader, s);
     leader->last_seq = atomic_load(&db->visible_seq);
@@ -807,6 +840,13 @@ static st_status submit(st_db *db, st_writer *w)
     db->wq_tail = w;
     while (!w->done && db->wq_head != w)
         pthread_cond_wait(&w->cv, &db->mu);
+    /* Appends leave the memtable alone: they run beside st_db_log_apply. */
+    bool memtable = !w->done && w->kind != ST_W_APPEND && w->kind != ST_W_RECORDS;
+    if (memtable) {
+        pthread_mutex_unlock(&db->mu); /* apply_mu comes first; we stay at the head meanwhile */
+        pthread_mutex_lock(&db->apply_mu);
+        pthread_mutex_lock(&db->mu);
+    }
     if (!w->done) {
         st_writer *last = w;
         switch (w->kind) {
@@ -846,6 +886,8 @@ static st_status submit(st_db *db, st_writer *w)
         if (db->wq_head)
             pthread_cond_signal(&db->wq_head->cv);
     }
+    if (memtable)
+        pthread_mutex_unlock(&db->apply_mu);
     pthread_mutex_unlock(&db->mu);
     pthread_cond_destroy(&w->cv);
     if (w->status)
@@ -1490,6 +1532,7 @@ st_status st_db_open(const char *dir, const st_options *opts, st_db **out)
     db->retain_seq = UINT64_MAX;
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
     pthread_mutex_init(&db->manifest_mu, NULL);
+    pthread_mutex_init(&db->apply_mu, NULL);
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->sv_mu, NULL);
     pthread_cond_init(&db->flush_cv, NULL);
@@ -1640,6 +1683,7 @@ void st_db_close(st_db *db)
     st_buf_free(&db->group);
     pthread_mutex_destroy(&db->manifest_mu);
     pthread_mutex_destroy(&db->mu);
+    pthread_mutex_destroy(&db->apply_mu);
     pthread_mutex_destroy(&db->sv_mu);
     pthread_cond_destroy(&db->flush_cv);
     pthread_cond_destroy(&db->compact_cv);
@@ -1709,13 +1753,24 @@ void st_db_set_term(st_db *db, uint64_t term)
 
 st_status st_db_log_append(st_db *db, uint64_t term, const st_batch *batch, uint64_t *last_seq)
 {
+    return st_db_log_append_early(db, term, batch, NULL, NULL, last_seq);
+}
+
+st_status st_db_log_append_early(st_db *db, uint64_t term, const st_batch *batch,
+                                 st_log_written_fn written, void *ctx, uint64_t *last_seq)
+{
     if (batch->count == 0)
         return st_error(ST_INVALID_ARGUMENT, "cannot append an empty batch to the log");
     st_slice rep = st_batch_rep(batch);
     st_status s = check_limits(db, rep);
     if (s)
         return s;
-    st_writer w = {.kind = ST_W_APPEND, .rep = rep, .count = batch->count, .term = term};
+    st_writer w = {.kind = ST_W_APPEND,
+                   .rep = rep,
+                   .count = batch->count,
+                   .term = term,
+                   .written = written,
+                   .written_ctx = ctx};
     s = submit(db, &w);
     if (s == ST_OK && last_seq)
         *last_seq = w.last_seq;
@@ -1732,6 +1787,21 @@ st_status st_db_log_append_records(st_db *db, const st_slice *records, size_t n)
 
 st_status st_db_log_apply(st_db *db, uint64_t upto)
 {
+    /* While the memtable has room, apply here, beside any append and its sync: a leader's commit
+       must not wait for the sync of the records after it. A switch goes through the queue. */
+    bool full = false;
+    char msg[256] = "";
+    pthread_mutex_lock(&db->apply_mu);
+    pthread_mutex_lock(&db->mu);
+    st_status s = apply_upto(db, upto, false, &full);
+    if (s)
+        snprintf(msg, sizeof(msg), "%s", st_errmsg());
+    pthread_mutex_unlock(&db->mu);
+    pthread_mutex_unlock(&db->apply_mu);
+    if (s)
+        return st_error(s, "%s", msg);
+    if (!full)
+        return ST_OK;
     st_writer w = {.kind = ST_W_APPLY_PENDING, .arg = upto};
     return submit(db, &w);
 }

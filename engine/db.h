@@ -280,6 +280,16 @@ void st_db_set_term(st_db *db, uint64_t term);
 st_status st_db_log_append(st_db *db, uint64_t term, const st_batch *batch, uint64_t *last_seq);
 
 /*
+ * Like st_db_log_append, and as soon as the record is in the WAL, where log iterators read it,
+ * but before the sync the policy asks for, written(ctx, last_seq) is called (no engine lock held,
+ * possibly from another writer's thread). A leader ships the record to its followers from there,
+ * so that their syncs overlap its own. If the sync then fails, the engine stops taking writes.
+ */
+typedef void (*st_log_written_fn)(void *ctx, uint64_t last_seq);
+st_status st_db_log_append_early(st_db *db, uint64_t term, const st_batch *batch,
+                                 st_log_written_fn written, void *ctx, uint64_t *last_seq);
+
+/*
  * Follower side: append records received from a leader (encoded as st_log_iter_next returns
  * them) without applying them. The first must start at last_seq + 1 and each must follow the one
  * before; ST_INVALID_ARGUMENT if not, ST_CORRUPTION if one does not parse. All or nothing.

@@ -71,6 +71,8 @@ typedef struct st_writer {
     const st_slice *records; /* ST_W_RECORDS */
     size_t nrecords;
     uint64_t arg;
+    st_log_written_fn written; /* ST_W_APPEND: called before the sync (st_db_log_append_early) */
+    void *written_ctx;
     struct st_version_set *install; /* ST_W_INSTALL: the checkpoint's recovered versions */
     const char *install_dir;
     /* Results, set by whichever writer leads the group. */
@@ -104,6 +106,13 @@ struct st_db {
     st_wal *wal;
 
     pthread_mutex_t manifest_mu;
+    /*
+     * Held, before mu, by whoever inserts into or replaces the memtable or drops pending records:
+     * the queue leader of every kind but ST_W_APPEND and ST_W_RECORDS, or st_db_log_apply while
+     * the memtable has room. So committed records reach the memtable beside an append and its
+     * sync in progress, instead of queueing behind them.
+     */
+    pthread_mutex_t apply_mu;
     pthread_mutex_t mu;
     pthread_cond_t flush_cv;   /* wakes the flush thread */
     pthread_cond_t compact_cv; /* wakes the compaction thread */
@@ -111,7 +120,7 @@ struct st_db {
 
     /* guarded by mu */
     st_writer *wq_head, *wq_tail;
-    st_memtable *mem; /* written by the queue leader only */
+    st_memtable *mem; /* replaced and written by the holder of apply_mu */
     st_imm *imms;     /* oldest first */
     size_t nimms, cap_imms;
     st_pending *pending; /* in sequence order */

@@ -5,9 +5,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/db.h"
@@ -801,6 +803,224 @@ static void test_install_checkpoint(void **state)
     free(cp);
 }
 
+/* ---- appends and applies side by side ---------------------------------------------------- */
+
+/* An env whose file syncs, once armed, wait until the test lets them go. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool armed, inside, open;
+} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, false};
+static st_env gated_env;
+
+static st_file *gated_wals[256]; /* guarded by gate.mu: the WAL segments opened */
+static size_t ngated_wals;
+
+static st_status gated_open_writable(st_env *env, const char *path, bool append, st_file **out)
+{
+    st_status s = st_env_posix()->open_writable(env, path, append, out);
+    pthread_mutex_lock(&gate.mu);
+    if (s == ST_OK && strstr(path, "/wal/") && ngated_wals < 256)
+        gated_wals[ngated_wals++] = *out;
+    pthread_mutex_unlock(&gate.mu);
+    return s;
+}
+
+static st_status gated_close(st_file *f)
+{
+    pthread_mutex_lock(&gate.mu);
+    for (size_t i = 0; i < ngated_wals; i++)
+        if (gated_wals[i] == f)
+            gated_wals[i] = gated_wals[--ngated_wals];
+    pthread_mutex_unlock(&gate.mu);
+    return st_env_posix()->close(f);
+}
+
+/* Only WAL syncs are held: a flush or compaction may sync its tables meanwhile. */
+static st_status gated_sync(st_file *f)
+{
+    pthread_mutex_lock(&gate.mu);
+    bool wal = false;
+    for (size_t i = 0; i < ngated_wals; i++)
+        wal = wal || gated_wals[i] == f;
+    if (gate.armed && wal) {
+        gate.inside = true;
+        pthread_cond_broadcast(&gate.cv);
+        while (!gate.open)
+            pthread_cond_wait(&gate.cv, &gate.mu);
+        gate.inside = false;
+    }
+    pthread_mutex_unlock(&gate.mu);
+    return st_env_posix()->sync(f);
+}
+
+/* Wait (up to 10 s) until *flag is true; false if it never was. */
+static bool gate_wait(bool *flag)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&gate.mu);
+    while (!*flag && pthread_cond_timedwait(&gate.cv, &gate.mu, &until) == 0)
+        ;
+    bool v = *flag;
+    pthread_mutex_unlock(&gate.mu);
+    return v;
+}
+
+typedef struct appender {
+    st_db *db;
+    st_batch *batch;
+    uint64_t last;     /* what the append returned */
+    uint64_t written;  /* what the callback was told */
+    bool sync_waiting; /* the callback ran while the sync had not started or was held */
+    st_status status;
+    bool done;
+} appender;
+
+static void on_written(void *ctx, uint64_t last_seq)
+{
+    appender *a = ctx;
+    pthread_mutex_lock(&gate.mu);
+    a->written = last_seq;
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static void *append_main(void *arg)
+{
+    appender *a = arg;
+    st_status s = st_db_log_append_early(a->db, 3, a->batch, on_written, a, &a->last);
+    pthread_mutex_lock(&gate.mu);
+    a->status = s;
+    a->done = true;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+    return NULL;
+}
+
+typedef struct applier {
+    st_db *db;
+    uint64_t upto;
+    st_status status;
+    bool done;
+} applier;
+
+static void *apply_main(void *arg)
+{
+    applier *a = arg;
+    st_status s = st_db_log_apply(a->db, a->upto);
+    pthread_mutex_lock(&gate.mu);
+    a->status = s;
+    a->done = true;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+    return NULL;
+}
+
+/*
+ * A leader's append tells its caller the record is readable before the sync, and committed
+ * records reach the memtable while a later append waits for its sync: a leader's commit does not
+ * wait for the sync of the records after it.
+ */
+static void test_log_apply_beside_sync(void **state)
+{
+    (void)state;
+    char *dir = st_test_mkdtemp("test_db_gate");
+    gated_env = *st_env_posix();
+    gated_env.sync = gated_sync;
+    gated_env.open_writable = gated_open_writable;
+    gated_env.close = gated_close;
+    st_options o;
+    st_options_init(&o);
+    o.env = &gated_env;
+    o.sync = ST_SYNC_ALWAYS;
+    o.memtable_bytes = 64 << 10;
+    st_db *db;
+    assert_int_equal(st_db_open(dir, &o, &db), ST_OK);
+
+    st_batch *b;
+    st_batch_create(&b);
+    char key[32], val[200];
+    uint64_t committed = 0;
+    for (int i = 0; i < 1000; i++) {
+        st_batch_clear(b);
+        snprintf(key, sizeof(key), "key%05d", i);
+        memset(val, 'a' + i % 26, sizeof(val) - 1);
+        val[sizeof(val) - 1] = '\0';
+        st_batch_put(b, S(key), S(val));
+        assert_int_equal(st_db_log_append(db, 3, b, &committed), ST_OK);
+    }
+    /* Most of them now, switching memtables on the way (through the queue); then an empty
+       memtable, so the rest fits without a switch. */
+    assert_int_equal(st_db_log_apply(db, committed - 20), ST_OK);
+    assert_int_equal(st_db_flush(db), ST_OK);
+    st_stats st;
+    st_db_stats(db, &st);
+    assert_true(st.flushes >= 2);
+
+    /* The next append is held in its sync. */
+    st_batch *b2;
+    st_batch_create(&b2);
+    st_batch_put(b2, S("later"), S("L"));
+    pthread_mutex_lock(&gate.mu);
+    gate.armed = true;
+    gate.open = false;
+    pthread_mutex_unlock(&gate.mu);
+    appender ap = {.db = db, .batch = b2};
+    pthread_t at;
+    assert_int_equal(pthread_create(&at, NULL, append_main, &ap), 0);
+    assert_true(gate_wait(&gate.inside));
+    pthread_mutex_lock(&gate.mu);
+    uint64_t written = ap.written;
+    pthread_mutex_unlock(&gate.mu);
+    assert_true(written == committed + 1);
+
+    /* Readable from the log while its sync is held. */
+    st_log_iter *li;
+    assert_int_equal(st_log_iter_create(db, written, &li), ST_OK);
+    st_slice rec;
+    assert_int_equal(st_log_iter_next(li, &rec), ST_OK);
+    st_log_record_info info;
+    assert_int_equal(st_log_record_parse(rec, &info), ST_OK);
+    assert_true(info.seq == written && info.count == 1 && info.term == 3);
+    st_log_iter_destroy(li);
+
+    /* Applying the rest of what came before does not wait for that sync. */
+    applier apl = {.db = db, .upto = committed};
+    pthread_t pt;
+    assert_int_equal(pthread_create(&pt, NULL, apply_main, &apl), 0);
+    bool applied = gate_wait(&apl.done);
+    pthread_mutex_lock(&gate.mu);
+    gate.open = true; /* let the append finish either way, so the test can end */
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+    pthread_join(pt, NULL);
+    pthread_join(at, NULL);
+    pthread_mutex_lock(&gate.mu);
+    gate.armed = false;
+    pthread_mutex_unlock(&gate.mu);
+    assert_true(applied);
+    assert_int_equal(apl.status, ST_OK);
+    assert_int_equal(ap.status, ST_OK);
+    assert_true(ap.last == written);
+
+    for (int i = 0; i < 1000; i += 37) {
+        snprintf(key, sizeof(key), "key%05d", i);
+        memset(val, 'a' + i % 26, sizeof(val) - 1);
+        val[sizeof(val) - 1] = '\0';
+        expect(db, NULL, S(key), val);
+    }
+    expect(db, NULL, S("later"), NULL);
+    assert_int_equal(st_db_log_apply(db, ap.last), ST_OK);
+    expect(db, NULL, S("later"), "L");
+
+    st_batch_destroy(b);
+    st_batch_destroy(b2);
+    st_db_close(db);
+    st_test_rmdir(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -816,6 +1036,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seek_compaction_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_l0_move, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_api, setup, teardown),
+        cmocka_unit_test(test_log_apply_beside_sync),
         cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_install_checkpoint, setup, teardown),
     };
