@@ -384,6 +384,17 @@ static void advance_commit(st_replica *r)
     }
 }
 
+/* The record is in our WAL, not yet synced: the links may ship it now, so that the followers'
+   syncs overlap ours. It counts for the commit only once ours is done (self_match). */
+static void log_written(void *ctx, uint64_t last_seq)
+{
+    st_replica *r = ctx;
+    (void)last_seq;
+    pthread_mutex_lock(&r->mu);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
 st_status st_replica_append(st_replica *r, const st_batch *batch, uint64_t *last_seq)
 {
     pthread_mutex_lock(&r->follow_mu);
@@ -402,7 +413,7 @@ st_status st_replica_append(st_replica *r, const st_batch *batch, uint64_t *last
     uint64_t term = r->ps.term;
     pthread_mutex_unlock(&r->mu);
     uint64_t last = 0;
-    st_status s = st_db_log_append(r->db, term, batch, &last);
+    st_status s = st_db_log_append_early(r->db, term, batch, log_written, r, &last);
     pthread_mutex_lock(&r->mu);
     if (s == ST_OK && r->role == ST_ROLE_LEADER && r->ps.term == term) {
         if (last > r->self_match)
@@ -880,21 +891,27 @@ st_status st_replica_ship_next(st_replica *r, uint32_t peer_id, uint64_t term, s
                 s = build_append(r, p, false, true, out, &sent);
             }
             break;
-        case P_STREAM:
-            /* Records go at once. A commit that moved with no records to carry it waits a
-               little for some (COMMIT_NEWS_DELAY_NS), then goes in an empty Append. */
+        case P_STREAM: {
+            /* Records go as soon as the follower holds all we sent before: it takes one message
+               at a time, with a sync each, so what the log gains meanwhile is better sent in
+               one message when it answers than queued there as several (group commit, on the
+               follower); and once every message is answered, whatever the answers said. A
+               commit that moved with no records to carry it waits a little for some
+               (COMMIT_NEWS_DELAY_NS), then goes in an empty Append. */
+            bool records = p->match_seq + 1 >= p->next_seq || p->inflight_n == 0;
             if (room) {
                 bool news = r->commit_seq > p->sent_commit;
                 if (news && !p->news_ns)
                     p->news_ns = now;
                 bool empty_ok = news && now - p->news_ns >= COMMIT_NEWS_DELAY_NS;
-                s = build_append(r, p, true, empty_ok, out, &sent);
+                s = build_append(r, p, records, empty_ok, out, &sent);
             }
             if (s == ST_OK && !sent && p->state == P_STREAM && heartbeat_due)
                 s = build_append(r, p, false, true, out, &sent);
             if (s == ST_OK && !sent && p->state != P_STREAM)
                 continue;
             break;
+        }
         case P_SNAP_START:
             s = snapshot_prepare(r, p, term);
             if (s == ST_OK)

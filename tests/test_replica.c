@@ -42,7 +42,11 @@ typedef struct cluster_t {
     char *base;
     uint64_t wal_retain_bytes;
     uint32_t heartbeat_ms, election_ms; /* for nodes started from now on */
-    atomic_int votes_in_flight;         /* vote threads (detached) not yet finished */
+    /* guarded by mu: a held peer's answers are kept back, in order, until it is released */
+    bool hold[N + 1];
+    size_t rec_msgs[N + 1];     /* guarded by mu: Appends with records shipped to each peer */
+    size_t max_recs[N + 1];     /* guarded by mu: the most records one of them carried */
+    atomic_int votes_in_flight; /* vote threads (detached) not yet finished */
 } cluster_t;
 
 struct node {
@@ -105,6 +109,32 @@ typedef struct link_arg {
     uint64_t term;
 } link_arg;
 
+/* Answers kept back from a held peer, oldest first, in their wire encoding. */
+typedef struct stash {
+    st_buf msgs[64];
+    size_t n;
+} stash;
+
+static void stash_drop(stash *k)
+{
+    for (size_t i = 0; i < k->n; i++)
+        st_buf_free(&k->msgs[i]);
+    k->n = 0;
+}
+
+/* Deliver the answers kept back, in order. */
+static void stash_deliver(stash *k, node *n, link_arg *la)
+{
+    for (size_t i = 0; i < k->n; i++) {
+        Strata__V1__FollowerMessage *a =
+            strata__v1__follower_message__unpack(NULL, k->msgs[i].len, k->msgs[i].data);
+        assert_non_null(a);
+        st_replica_on_follower_message(n->r, la->peer, la->term, a);
+        strata__v1__follower_message__free_unpacked(a, NULL);
+    }
+    stash_drop(k);
+}
+
 static void *link_main(void *p)
 {
     link_arg *la = p;
@@ -112,6 +142,7 @@ static void *link_main(void *p)
     cluster_t *c = n->c;
     st_buf buf;
     st_buf_init(&buf);
+    stash kept = {.n = 0};
     bool broken = false;
     for (;;) {
         st_status s = st_replica_ship_next(n->r, la->peer, la->term, &buf);
@@ -128,6 +159,13 @@ static void *link_main(void *p)
         broken = false;
         Strata__V1__LeaderMessage *m = strata__v1__leader_message__unpack(NULL, buf.len, buf.data);
         assert_non_null(m);
+        if (m->body_case == STRATA__V1__LEADER_MESSAGE__BODY_APPEND && m->append->n_records) {
+            pthread_mutex_lock(&c->mu);
+            c->rec_msgs[la->peer]++;
+            if (m->append->n_records > c->max_recs[la->peer])
+                c->max_recs[la->peer] = m->append->n_records;
+            pthread_mutex_unlock(&c->mu);
+        }
         node *peer = c->nodes[la->peer];
         Strata__V1__FollowerMessage ans;
         pthread_rwlock_rdlock(&peer->life);
@@ -137,13 +175,25 @@ static void *link_main(void *p)
             s = ST_SHUTDOWN;
         pthread_rwlock_unlock(&peer->life);
         strata__v1__leader_message__free_unpacked(m, NULL);
-        if (s == ST_OK && !is_cut(c, la->peer, n->id))
+        pthread_mutex_lock(&c->mu);
+        bool hold = c->hold[la->peer];
+        pthread_mutex_unlock(&c->mu);
+        if (s == ST_OK && !is_cut(c, la->peer, n->id) && hold && kept.n < 64) {
+            st_buf *b = &kept.msgs[kept.n++];
+            st_buf_init(b);
+            assert_true(st_buf_reserve(b, strata__v1__follower_message__get_packed_size(&ans)));
+            b->len = strata__v1__follower_message__pack(&ans, b->data);
+        } else if (s == ST_OK && !is_cut(c, la->peer, n->id)) {
+            stash_deliver(&kept, n, la);
             st_replica_on_follower_message(n->r, la->peer, la->term, &ans);
-        else
+        } else {
+            stash_drop(&kept); /* the stream broke: its answers are lost */
             st_replica_link_down(n->r, la->peer, la->term);
+        }
         if (s == ST_OK)
             st_replica_answer_free(&ans);
     }
+    stash_drop(&kept);
     st_buf_free(&buf);
     free(la);
     return NULL;
@@ -882,6 +932,56 @@ static void test_commit_without_records(void **state)
     cluster_free(c);
 }
 
+/*
+ * A follower that has not answered the records sent to it gets no more until it does, and then
+ * all that came meanwhile in one Append: it takes one message at a time, with a sync each, so
+ * records queued there as separate messages would each cost a sync (group commit, on the
+ * follower). Writes commit through the other follower meanwhile.
+ */
+static void test_one_append_in_flight(void **state)
+{
+    (void)state;
+    cluster_t *c = cluster_new(64u << 20);
+    uint32_t leader = wait_leader(c, 3000, 0);
+    assert_int_not_equal(leader, 0);
+    assert_int_equal(put(c, leader, "warm", "v", ST_ACK_ALL, 2000, NULL), ST_OK);
+    uint32_t slow = leader % N + 1;
+    pthread_mutex_lock(&c->mu);
+    c->hold[slow] = true;
+    c->rec_msgs[slow] = c->max_recs[slow] = 0;
+    pthread_mutex_unlock(&c->mu);
+    uint64_t last = 0;
+    for (int i = 0; i < 20; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "w%02d", i);
+        st_status s = put(c, leader, k, "v", ST_ACK_MAJORITY, 2000, &last);
+        if (s != ST_OK)
+            fail_msg("put %d: %s", i, st_status_name(s));
+    }
+    sleep_ms(50); /* heartbeats go on meanwhile; their answers are held too */
+    pthread_mutex_lock(&c->mu);
+    size_t while_held = c->rec_msgs[slow];
+    c->hold[slow] = false;
+    pthread_mutex_unlock(&c->mu);
+    if (while_held > 1)
+        fail_msg("%zu Appends with records went to a follower that had not answered the first",
+                 while_held);
+    int64_t start = mono_ms();
+    st_replica_info info;
+    do {
+        sleep_ms(5);
+        st_replica_info_get(c->nodes[slow]->r, &info);
+    } while (info.applied_seq < last && mono_ms() - start < 5000);
+    assert_true(info.applied_seq >= last);
+    pthread_mutex_lock(&c->mu);
+    size_t total = c->rec_msgs[slow], most = c->max_recs[slow];
+    pthread_mutex_unlock(&c->mu);
+    /* The first write's record went alone; the other 19 in one message once it answered. */
+    assert_true(total <= 2);
+    assert_true(most >= 19);
+    cluster_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -894,6 +994,7 @@ int main(void)
         cmocka_unit_test(test_stale_term_refused),
         cmocka_unit_test(test_commit_without_records),
         cmocka_unit_test(test_read_lease),
+        cmocka_unit_test(test_one_append_in_flight),
     };
     return cmocka_run_group_tests_name("replica", tests, NULL, NULL);
 }
