@@ -87,8 +87,9 @@ typedef struct flags {
     int repeat;
     bool json;
     bool no_load;
-    double rate; /* --rate: calls/s in all, 0 = closed loop */
-    bool lag;    /* --lag: a half-load run with replication lag probes */
+    double rate;      /* --rate: calls/s in all, 0 = closed loop */
+    bool lag;         /* --lag: a half-load run with replication lag probes */
+    const char *sync; /* --sync: the WAL sync policy of the strata nodes started here */
     uint64_t seed;
     const char *node_bin, *etcd_bin;
     char node_bin_buf[4096];
@@ -128,6 +129,9 @@ static void usage(FILE *out)
         "                         next to a plain copy (with fsync) of the leader's data\n"
         "  --lag                  strata cluster, --op put: after the rounds, one more strata\n"
         "                         run at half the median QPS with replication lag probes\n"
+        "  --sync always|none     WAL sync policy of the strata nodes started here (default\n"
+        "                         always, etcd's durability); none: no fsync at all, a\n"
+        "                         ceiling for what the disk costs, not a like-for-like run\n"
         "  --node PATH            strata-node to start (default: next to this program's\n"
         "                         build directory, node/strata-node)\n"
         "  --etcd PATH            etcd to start (default /usr/bin/etcd)\n"
@@ -187,6 +191,7 @@ enum {
     F_NO_LOAD,
     F_RATE,
     F_LAG,
+    F_SYNC,
     F_NODE,
     F_ETCD,
     F_SEED,
@@ -260,6 +265,13 @@ static bool set_flag(void *ctx, int code, char *arg)
     case F_LAG:
         f->lag = true;
         return true;
+    case F_SYNC:
+        if (strcmp(arg, "always") != 0 && strcmp(arg, "none") != 0) {
+            fprintf(stderr, "strata-bench rpc: --sync takes always or none, not '%s'\n", arg);
+            return false;
+        }
+        f->sync = arg;
+        return true;
     case F_NODE:
         f->node_bin = arg;
         return true;
@@ -297,6 +309,7 @@ static int parse_flags(int argc, char **argv, flags *f)
         {"no-load", no_argument, NULL, F_NO_LOAD},
         {"rate", required_argument, NULL, F_RATE},
         {"lag", no_argument, NULL, F_LAG},
+        {"sync", required_argument, NULL, F_SYNC},
         {"node", required_argument, NULL, F_NODE},
         {"etcd", required_argument, NULL, F_ETCD},
         {"seed", required_argument, NULL, F_SEED},
@@ -321,6 +334,7 @@ static int parse_flags(int argc, char **argv, flags *f)
     f->seed = 301;
     f->etcd_bin = "/usr/bin/etcd";
     f->node_bin = NULL;
+    f->sync = "always";
 
     int rc = st_bench_parse_flags("rpc", argc, argv, opts, set_flag, f, usage);
     if (rc)
@@ -1418,6 +1432,10 @@ static void print_text(const report *rp)
         printf(", %llu pairs per scan", (unsigned long long)f->scan_len);
     printf("; %.1f s measured after %.1f s warm-up, %d round%s\n", f->duration, f->warmup,
            f->repeat, f->repeat == 1 ? "" : "s");
+    if (strcmp(f->sync, "always") != 0 && !f->addr)
+        printf("  strata runs --sync %s: no fsync, a ceiling for what the disk costs, not a "
+               "like-for-like comparison\n",
+               f->sync);
     for (size_t k = 0; k < rp->nsides; k++) {
         const target *t = &rp->sides[k];
         printf("  %-7s %s%s\n", t->name, t->addr, rp->own[k] ? "" : " (given by --addr)");
@@ -1572,6 +1590,7 @@ static void print_json(const report *rp)
     st_bench_json_int(j, "repeat", f->repeat);
     st_bench_json_uint(j, "seed", f->seed);
     st_bench_json_string(j, "compare", f->compare_etcd ? "etcd" : NULL);
+    st_bench_json_string(j, "strata_sync", f->sync);
     st_bench_json_double(j, "noise_threshold_cores", ST_BENCH_NOISE_CORES);
     st_bench_json_end_object(j);
     st_bench_json_begin_array(j, "systems");
@@ -1859,6 +1878,7 @@ static int snapshot_bench(report *rp, const char *pool)
     t->name = "strata";
     rp->nsides = 1;
     st_status s = st_bench_servers_init(g, ST_BENCH_STRATA, 3, f->node_bin, dir);
+    g->sync = f->sync;
     g->extra[0] = "--wal-retain-bytes";
     g->extra[1] = "1M";
     if (s == ST_OK)
@@ -2033,6 +2053,7 @@ int st_bench_rpc_main(int argc, char **argv)
         }
         st_status s = st_bench_servers_init(&rp->groups[k], t->sys, (size_t)f.cluster,
                                             k == 0 ? f.node_bin : f.etcd_bin, dir);
+        rp->groups[k].sync = f.sync;
         if (s == ST_OK)
             s = st_bench_servers_start(&rp->groups[k], START_MS);
         if (s) {

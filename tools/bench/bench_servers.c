@@ -104,7 +104,7 @@ static int build_argv(const st_bench_servers *g, size_t i, char **argv, char *st
     ARG("%s", g->bin);
     if (g->sys == ST_BENCH_STRATA) {
         /* fsync before every acknowledgement (group commit shares one fsync among the writes
-           that arrive together), the same durability as etcd. */
+           that arrive together), the same durability as etcd, unless asked otherwise. */
         ARG("--listen");
         ARG("%s", g->addrs[i]);
         ARG("--data-dir");
@@ -112,7 +112,7 @@ static int build_argv(const st_bench_servers *g, size_t i, char **argv, char *st
         ARG("--port-file");
         ARG("%s/strata%zu.port", g->dir, i + 1);
         ARG("--sync");
-        ARG("always");
+        ARG("%s", g->sync ? g->sync : "always");
         ARG("--log-level");
         ARG("warn");
         ARG("--shutdown-grace-ms");

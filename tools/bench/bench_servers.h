@@ -40,6 +40,7 @@ typedef struct st_bench_servers {
     char leader_addr[64];
     char describe[512];   /* the command line of member 0, for the report */
     const char *extra[8]; /* more flags for every member, NULL-terminated (borrowed) */
+    const char *sync;     /* strata: the WAL sync policy (NULL: always, etcd's durability) */
 } st_bench_servers;
 
 /*

@@ -38,8 +38,11 @@ def run(binary, node, args, expect_sides):
     for s in d["systems"]:
         if not s["started_here"]:
             fail("%s: not started by the benchmark" % s["name"])
-        if s["name"] == "strata" and "--sync always" not in s["command"]:
-            fail("strata: not started with --sync always: %r" % s["command"])
+        sync = args[args.index("--sync") + 1] if "--sync" in args else "always"
+        if s["name"] == "strata" and "--sync " + sync not in s["command"]:
+            fail("strata: not started with --sync %s: %r" % (sync, s["command"]))
+        if d["config"]["strata_sync"] != sync:
+            fail("config.strata_sync %r, want %r" % (d["config"]["strata_sync"], sync))
         if op in ("get", "scan") and s["load"]["calls"] != 2000:
             fail("%s: loaded %r keys, want 2000" % (s["name"], s["load"]["calls"]))
         for r in s["runs"]:
@@ -124,6 +127,7 @@ def main():
     for op in ("put", "get", "scan"):
         run(binary, node, ["--op", op], ["strata"])
     run(binary, node, ["--op", "write", "--batch", "1000", "--inflight", "2"], ["strata"])
+    run(binary, node, ["--op", "put", "--sync", "none"], ["strata"])
     if etcd and os.access(etcd, os.X_OK):
         run(binary, node, ["--op", "get", "--compare", "etcd", "--etcd", etcd, "--repeat", "2"],
             ["strata", "etcd"])
@@ -133,7 +137,7 @@ def main():
 
     for bad in (["--op", "delete"], ["--connections", "0"], ["--cluster", "2"],
                 ["--compare", "redis"], ["--op", "write", "--compare", "etcd"],
-                ["--duration", "x"], ["stray"]):
+                ["--duration", "x"], ["--sync", "maybe"], ["stray"]):
         p = subprocess.run([binary, "rpc"] + bad, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, timeout=30)
         if p.returncode != 2:
