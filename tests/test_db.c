@@ -868,53 +868,43 @@ static bool gate_wait(bool *flag)
     return v;
 }
 
-typedef struct appender {
+/* One engine call on a thread of its own, so that the test can see whether it waits. */
+typedef struct op {
+    bool apply; /* st_db_log_apply up to `upto`; else st_db_log_append_early of `batch` */
     st_db *db;
     st_batch *batch;
-    uint64_t last;     /* what the append returned */
-    uint64_t written;  /* what the callback was told */
-    bool sync_waiting; /* the callback ran while the sync had not started or was held */
+    uint64_t upto;
+    uint64_t last;    /* what the append returned */
+    uint64_t written; /* what its callback was told */
     st_status status;
     bool done;
-} appender;
+    pthread_t thread;
+} op;
 
 static void on_written(void *ctx, uint64_t last_seq)
 {
-    appender *a = ctx;
+    op *o = ctx;
     pthread_mutex_lock(&gate.mu);
-    a->written = last_seq;
+    o->written = last_seq;
     pthread_mutex_unlock(&gate.mu);
 }
 
-static void *append_main(void *arg)
+static void *op_main(void *arg)
 {
-    appender *a = arg;
-    st_status s = st_db_log_append_early(a->db, 3, a->batch, on_written, a, &a->last);
+    op *o = arg;
+    st_status s = o->apply ? st_db_log_apply(o->db, o->upto)
+                           : st_db_log_append_early(o->db, 3, o->batch, on_written, o, &o->last);
     pthread_mutex_lock(&gate.mu);
-    a->status = s;
-    a->done = true;
+    o->status = s;
+    o->done = true;
     pthread_cond_broadcast(&gate.cv);
     pthread_mutex_unlock(&gate.mu);
     return NULL;
 }
 
-typedef struct applier {
-    st_db *db;
-    uint64_t upto;
-    st_status status;
-    bool done;
-} applier;
-
-static void *apply_main(void *arg)
+static void op_start(op *o)
 {
-    applier *a = arg;
-    st_status s = st_db_log_apply(a->db, a->upto);
-    pthread_mutex_lock(&gate.mu);
-    a->status = s;
-    a->done = true;
-    pthread_cond_broadcast(&gate.cv);
-    pthread_mutex_unlock(&gate.mu);
-    return NULL;
+    assert_int_equal(pthread_create(&o->thread, NULL, op_main, o), 0);
 }
 
 /*
@@ -966,9 +956,8 @@ static void test_log_apply_beside_sync(void **state)
     gate.armed = true;
     gate.open = false;
     pthread_mutex_unlock(&gate.mu);
-    appender ap = {.db = db, .batch = b2};
-    pthread_t at;
-    assert_int_equal(pthread_create(&at, NULL, append_main, &ap), 0);
+    op ap = {.db = db, .batch = b2};
+    op_start(&ap);
     assert_true(gate_wait(&gate.inside));
     pthread_mutex_lock(&gate.mu);
     uint64_t written = ap.written;
@@ -986,16 +975,15 @@ static void test_log_apply_beside_sync(void **state)
     st_log_iter_destroy(li);
 
     /* Applying the rest of what came before does not wait for that sync. */
-    applier apl = {.db = db, .upto = committed};
-    pthread_t pt;
-    assert_int_equal(pthread_create(&pt, NULL, apply_main, &apl), 0);
+    op apl = {.apply = true, .db = db, .upto = committed};
+    op_start(&apl);
     bool applied = gate_wait(&apl.done);
     pthread_mutex_lock(&gate.mu);
     gate.open = true; /* let the append finish either way, so the test can end */
     pthread_cond_broadcast(&gate.cv);
     pthread_mutex_unlock(&gate.mu);
-    pthread_join(pt, NULL);
-    pthread_join(at, NULL);
+    pthread_join(apl.thread, NULL);
+    pthread_join(ap.thread, NULL);
     pthread_mutex_lock(&gate.mu);
     gate.armed = false;
     pthread_mutex_unlock(&gate.mu);

@@ -454,6 +454,16 @@ static st_status put(cluster_t *c, uint32_t id, const char *key, const char *val
     return w.s;
 }
 
+/* A cluster whose leader every node follows: a first write at ACK_ALL went through. */
+static cluster_t *cluster_settled(uint32_t *leader)
+{
+    cluster_t *c = cluster_new(64u << 20);
+    *leader = wait_leader(c, 3000, 0);
+    assert_int_not_equal(*leader, 0);
+    assert_int_equal(put(c, *leader, "settled", "1", ST_ACK_ALL, 2000, NULL), ST_OK);
+    return c;
+}
+
 /*
  * Put through whichever node leads, retrying when leadership moves (an overloaded machine can
  * starve heartbeats past the short election timeout used here): for steps that need the write
@@ -756,10 +766,8 @@ static void test_transfer(void **state)
 static void test_transfer_timeout_steps_down(void **state)
 {
     (void)state;
-    cluster_t *c = cluster_new(64u << 20);
-    uint32_t leader = wait_leader(c, 3000, 0);
-    assert_int_not_equal(leader, 0);
-    assert_int_equal(put(c, leader, "k", "1", ST_ACK_ALL, 2000, NULL), ST_OK);
+    uint32_t leader;
+    cluster_t *c = cluster_settled(&leader);
     uint32_t target = leader % N + 1;
     /* The TimeoutNow is handed to the link, which drops it. */
     set_cut(c, leader, target, true);
@@ -780,10 +788,8 @@ static void test_transfer_timeout_steps_down(void **state)
 static void test_stale_term_refused(void **state)
 {
     (void)state;
-    cluster_t *c = cluster_new(64u << 20);
-    uint32_t leader = wait_leader(c, 3000, 0);
-    assert_int_not_equal(leader, 0);
-    assert_int_equal(put(c, leader, "k", "v", ST_ACK_ALL, 2000, NULL), ST_OK);
+    uint32_t leader;
+    cluster_t *c = cluster_settled(&leader);
     uint32_t follower = leader % N + 1;
     st_replica_info info;
     st_replica_info_get(c->nodes[follower]->r, &info);
@@ -941,10 +947,8 @@ static void test_commit_without_records(void **state)
 static void test_one_append_in_flight(void **state)
 {
     (void)state;
-    cluster_t *c = cluster_new(64u << 20);
-    uint32_t leader = wait_leader(c, 3000, 0);
-    assert_int_not_equal(leader, 0);
-    assert_int_equal(put(c, leader, "warm", "v", ST_ACK_ALL, 2000, NULL), ST_OK);
+    uint32_t leader;
+    cluster_t *c = cluster_settled(&leader);
     uint32_t slow = leader % N + 1;
     pthread_mutex_lock(&c->mu);
     c->hold[slow] = true;
