@@ -431,7 +431,18 @@ static st_status run(st_db *db, compaction *c, uint64_t smallest_snapshot, uint6
         st_error(s, "%s", saved);
         goto done;
     }
-    if ((s = st_db_apply_edit(db, &e, generation, &stale)))
+    /* Counted before the edit is applied, as a flush is: a reader of the stats that sees the new
+       version (st_db_stats takes the lock that installs it) sees its bytes too. Taken back if
+       the outputs do not go in. */
+    uint64_t read = c->move ? 0 : ms.bytes_read;
+    atomic_fetch_add_explicit(&db->n_comp_read, read, memory_order_relaxed);
+    atomic_fetch_add_explicit(&db->n_comp_written, ms.bytes_written, memory_order_relaxed);
+    s = st_db_apply_edit(db, &e, generation, &stale);
+    if (s != ST_OK || stale) {
+        atomic_fetch_sub_explicit(&db->n_comp_read, read, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&db->n_comp_written, ms.bytes_written, memory_order_relaxed);
+    }
+    if (s)
         goto done;
     if (stale) {
         /* A checkpoint replaced the inputs while they were merged. */
@@ -452,14 +463,12 @@ static st_status run(st_db *db, compaction *c, uint64_t smallest_snapshot, uint6
     atomic_fetch_add_explicit(&db->n_compactions, 1, memory_order_relaxed);
     if (c->seek)
         atomic_fetch_add_explicit(&db->n_seek_compactions, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&db->n_comp_read, c->move ? 0 : ms.bytes_read, memory_order_relaxed);
-    atomic_fetch_add_explicit(&db->n_comp_written, ms.bytes_written, memory_order_relaxed);
     st_db_logf(db,
                "compaction%s L%d->L%d inputs=%zu+%zu outputs=%zu read=%" PRIu64 " written=%" PRIu64
                " micros=%" PRIu64,
                c->move ? "_move" : (c->manual ? "_manual" : ""), c->level, c->out_level,
-               c->ninputs[0], c->ninputs[1], ms.noutputs, c->move ? 0 : ms.bytes_read,
-               ms.bytes_written, db->env->now_micros(db->env) - start);
+               c->ninputs[0], c->ninputs[1], ms.noutputs, read, ms.bytes_written,
+               db->env->now_micros(db->env) - start);
 done:
     for (size_t i = 0; i < ms.noutputs; i++)
         st_file_meta_unref(ms.outputs[i]);
